@@ -1,0 +1,78 @@
+"""A model's summary: parameters, output shape, and a per-layer table, computed on the meta device
+so that even the largest model costs no memory and no time."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError, InputSizeError
+from ..models import create_model
+
+
+def parse_input(text: str) -> tuple[int, int, int]:
+    """``"3x224x224"`` -> (3, 224, 224)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m or min(int(g) for g in m.groups()) < 1:
+        raise CnnlabError(
+            f"--input must be written CxHxW with positive numbers, e.g. 3x224x224; got {text!r}"
+        )
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def summarize(
+    name: str, input_size: tuple[int, int, int] | None = None, num_classes: int = 1000, **kwargs: Any
+) -> dict[str, Any]:
+    """Parameters, output shape and one row per leaf layer (name, type, output shape, parameters)."""
+    with torch.device("meta"):
+        model = create_model(
+            name, num_classes=num_classes, in_chans=input_size[0] if input_size else 3, **kwargs
+        )
+    input_size = input_size or getattr(model, "default_input_size", (3, 224, 224))
+    min_size = getattr(model, "min_input_size", 1)
+    if min(input_size[1:]) < min_size:
+        raise InputSizeError(
+            f"{name} needs inputs of at least {min_size}x{min_size}, got {input_size[1]}x{input_size[2]}"
+        )
+    layers: list[dict[str, Any]] = []
+
+    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        layers.append(
+            {
+                "name": names[module],
+                "type": type(module).__name__,
+                "output_shape": list(out.shape[1:]),
+                "params": sum(p.numel() for p in module.parameters(recurse=False)),
+            }
+        )
+
+    names = {m: n for n, m in model.named_modules()}
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            output = model.eval()(torch.empty(1, *input_size, device="meta"))
+    except RuntimeError as e:
+        raise InputSizeError(
+            f"{name} cannot take {'x'.join(map(str, input_size))} inputs: {str(e).splitlines()[0]}"
+        ) from None
+    finally:
+        for h in hooks:
+            h.remove()
+    total = count_params(model)
+    return {
+        "model": name,
+        "input": list(input_size),
+        "output_shape": list(output.shape[1:]),
+        "params": total,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "min_input_size": min_size,
+        "layers": layers,
+    }

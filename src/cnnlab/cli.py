@@ -1,0 +1,210 @@
+"""The command line: parse, call the library, print. Nothing else lives here.
+
+A user error (``CnnlabError``) prints one line on stderr and exits with status 2; ``--json`` prints
+exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import CnnlabError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage plus message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, fit
+
+    config = TrainConfig(
+        model=args.model,
+        data=args.data,
+        data_root=args.data_root,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        padding=args.padding,
+        seed=args.seed,
+        out=args.out,
+        precision=args.precision,
+        device=args.device,
+        image_size=args.image_size,
+        download=not args.no_download,
+    )
+    fit(config, live=False if args.no_progress else None)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .predict import evaluate_run
+
+    result = evaluate_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"{result['model']} on {result['dataset']} ({result['images']} test images): "
+            f"top-1 {100 * result['test_acc']:.2f}%  top-5 {100 * result['test_top5']:.2f}%  "
+            f"loss {result['test_loss']:.4f}"
+        )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict_files
+
+    results = predict_files(args.run_dir, args.images, topk=args.topk, device=args.device)
+    if args.json:
+        print_json({"predictions": results})
+        return
+    for r in results:
+        guesses = ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["top"])
+        print(f"{r['image']}: {guesses}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import describe_models
+
+    rows = describe_models(args.pattern)
+    if args.json:
+        print_json({"models": rows})
+        return
+    table = Table(title=f"{len(rows)} models (parameters for 1000 classes, 3 channels)")
+    for col, justify in (("name", "left"), ("family", "left"), ("params", "right"), ("min input", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(
+            r["name"], r["family"], f"{r['params']:,}", f"{r['min_input_size']}x{r['min_input_size']}"
+        )
+    Console().print(table)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from .analysis.summary import parse_input, summarize
+
+    s = summarize(args.model, parse_input(args.input) if args.input else None, num_classes=args.num_classes)
+    if args.json:
+        print_json(s)
+        return
+    table = Table(title=f"{s['model']}, input {'x'.join(map(str, s['input']))}")
+    for col, justify in (("layer", "left"), ("type", "left"), ("output", "right"), ("params", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for layer in s["layers"]:
+        table.add_row(
+            layer["name"], layer["type"], "x".join(map(str, layer["output_shape"])), f"{layer['params']:,}"
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"parameters: {s['params']:,} (trainable {s['trainable_params']:,}); "
+        f"output {'x'.join(map(str, s['output_shape']))}; "
+        f"minimum input {s['min_input_size']}x{s['min_input_size']}"
+    )
+
+
+def build_parser() -> Parser:
+    from .train.loop import TrainConfig
+    from .train.runtime import DEVICES, PRECISIONS
+    from .train.schedule import SCHEDULES
+
+    d = TrainConfig()
+    parser = Parser(prog="cnnlab", description="Image classification with convolutional networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train a model; with no arguments, ResNet-20 on the embedded mnist5k digits.",
+    )
+    p.add_argument(
+        "--model", default=d.model, help=f"a registered model (default {d.model}; see `cnnlab models`)"
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        help="mnist5k, cifar10, cifar100, mnist, fashion_mnist, or a path (image folder, CIFAR, IDX)",
+    )
+    p.add_argument(
+        "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
+    )
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+    p.add_argument("--image-size", type=int, help="resize image-folder images to this side")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument(
+        "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument("--device", choices=DEVICES, default=d.device)
+    p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's model on its test set or another dataset")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset name or path (default: the one it was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files with a run's model")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", help="a shell pattern, e.g. 'resnet*'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="parameters, output shape and a per-layer table of a model")
+    p.add_argument("model")
+    p.add_argument("--input", help="CxHxW, e.g. 3x224x224 (default: the model's usual input)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CnnlabError as e:
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Datasets as uint8 tensors in memory: one entry point, ``load``, for names and paths alike."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import DataError, UnknownNameError
+from .base import Dataset
+
+DEFAULT_ROOT = Path(os.environ.get("CNNLAB_DATA", "data"))
+
+
+def _mnist5k(root: Path, download: bool, image_size: int | None) -> Dataset:
+    from .mnist5k import load_mnist5k
+
+    return load_mnist5k()
+
+
+def _cifar(variant: str) -> Callable[[Path, bool, int | None], Dataset]:
+    def load_it(root: Path, download: bool, image_size: int | None) -> Dataset:
+        from .cifar import load_cifar
+
+        return load_cifar(root, variant=variant, download=download)
+
+    return load_it
+
+
+def _idx(name: str) -> Callable[[Path, bool, int | None], Dataset]:
+    def load_it(root: Path, download: bool, image_size: int | None) -> Dataset:
+        from .idx import load_idx
+
+        return load_idx(root, name=name)
+
+    return load_it
+
+
+DATASETS: dict[str, Callable[[Path, bool, int | None], Dataset]] = {
+    "mnist5k": _mnist5k,
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "mnist": _idx("mnist"),
+    "fashion_mnist": _idx("fashion_mnist"),
+}
+ALIASES = {
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "fashion-mnist": "fashion_mnist",
+    "fmnist": "fashion_mnist",
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    image_size: int | None = None,
+) -> Dataset:
+    """Load a dataset by name (``mnist5k``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``)
+    or by path (an image folder, a CIFAR archive or folder, a folder of MNIST IDX files).
+
+    Named datasets other than mnist5k live under ``root`` (default ``./data`` or ``$CNNLAB_DATA``);
+    CIFAR is downloaded there, with its checksum verified, when missing and ``download`` is true.
+    """
+    key = str(name_or_path)
+    name = ALIASES.get(key.lower(), key.lower())
+    if name in DATASETS:
+        return DATASETS[name](Path(root) if root is not None else DEFAULT_ROOT, download, image_size)
+    path = Path(key).expanduser()
+    if path.exists():
+        return _load_path(path, image_size)
+    close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownNameError(
+        f"unknown dataset {key!r}: not a dataset name ({', '.join(list_datasets())}) "
+        f"nor an existing path.{hint}"
+    )
+
+
+def _load_path(path: Path, image_size: int | None) -> Dataset:
+    """Recognize a path's format by its content: CIFAR archive or folder, IDX files, else images."""
+    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    if path.is_file():
+        if path.name.startswith("cifar-100"):
+            from .cifar import load_cifar
+
+            return load_cifar(path, variant="cifar100")
+        if path.name.startswith("cifar-10"):
+            from .cifar import load_cifar
+
+            return load_cifar(path, variant="cifar10")
+        raise DataError(f"{path} is a file cnnlab cannot read as a dataset: give a folder or a CIFAR archive")
+    if names & {"cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz"}:
+        from .cifar import load_cifar
+
+        return load_cifar(path, variant="cifar10")
+    if names & {"cifar-100-python", "cifar-100-python.tar.gz"} or {"train", "test", "meta"} <= names:
+        from .cifar import load_cifar
+
+        return load_cifar(path, variant="cifar100")
+    if any(n.startswith("train-images-idx3-ubyte") for n in names):
+        from .idx import load_idx
+
+        return load_idx(path, name="fashion_mnist" if "fashion" in path.name.lower() else "mnist")
+    from .folder import load_folder
+
+    return load_folder(path, image_size=image_size)
+
+
+__all__ = ["DEFAULT_ROOT", "Dataset", "list_datasets", "load"]

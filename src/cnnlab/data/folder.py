@@ -1,0 +1,238 @@
+"""Any folder of images with one sub-folder per class, as a `Dataset`.
+
+Class order is the sorted sub-folder names, so label indices are stable across runs and machines.
+A ``train/`` folder beside ``val/`` or ``test/`` gives the split; otherwise a fixed stratified split
+is drawn. Every image is decoded once, with PIL, into one preallocated uint8 tensor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnlab.data.base import Dataset, stratified_split
+from cnnlab.errors import DataError
+
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+DEFAULT_SIZE = 64
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_IGNORED_DIRS = frozenset({"__MACOSX"})
+_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR  # Pillow < 9.1 has no Resampling enum
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    """Visible sub-folders of ``folder``, sorted by name: the classes, in label order."""
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in _IGNORED_DIRS
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files anywhere under ``class_dir`` (hidden files and folders skipped), sorted."""
+    return sorted(
+        p
+        for p in class_dir.rglob("*")
+        if p.suffix.lower() in EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+    )
+
+
+def _scan(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names and (file, label) pairs of one split folder; every class must have images."""
+    dirs = _class_dirs(folder)
+    if not dirs:
+        raise DataError(f"no class folders in {folder}: put each class's images in a sub-folder of its own")
+    files: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(dirs):
+        found = _image_files(class_dir)
+        if not found:
+            raise DataError(
+                f"class folder {class_dir} has no images ({', '.join(sorted(EXTENSIONS))}); "
+                "add some or remove the folder"
+            )
+        files += [(f, label) for f in found]
+    return [d.name for d in dirs], files
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Composite an image with transparency onto white, so hidden pixels cannot leak into the data."""
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
+
+def _to_mode(im: Image.Image, gray: bool) -> Image.Image:
+    """Convert to 8-bit ``L`` (when ``gray``) or ``RGB``; 16-bit values are scaled, not clipped."""
+    target = "L" if gray else "RGB"
+    if im.mode in _SIXTEEN_BIT:
+        # PIL's own conversion clips 16-bit values at 255, which turns most 16-bit images white.
+        values = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    elif im.mode in _ALPHA_MODES or "transparency" in im.info:
+        im = _flatten_alpha(im)
+    return im if im.mode == target else im.convert(target)
+
+
+def _resize_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """Scale so the image just covers ``size`` (for a square: shorter side to ``size``; bilinear,
+    and Pillow filters over the whole footprint when shrinking, so this is antialiased), then cut
+    the centre (height, width)."""
+    th, tw = (size, size) if isinstance(size, int) else size
+    w, h = im.size
+    if (w, h) == (tw, th):
+        return im
+    scale = max(th / h, tw / w)
+    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), _BILINEAR)
+    left, top = (nw - tw) // 2, (nh - th) // 2
+    return im.crop((left, top, left + tw, top + th))
+
+
+def _decode(path: Path, gray: bool, size: int | tuple[int, int] | None) -> np.ndarray:
+    """Fully decode one file to a (H, W) or (H, W, 3) uint8 array (raises on a corrupt file)."""
+    with Image.open(path) as im:
+        im.load()
+        out = _to_mode(im, gray)
+        if size is not None:
+            out = _resize_crop(out, size)
+        return np.array(out, dtype=np.uint8)  # a writable copy, which torch.from_numpy wants
+
+
+def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as a (channels, H, W) uint8 tensor, converted and resized as image folders are.
+
+    ``channels`` is 1 (grayscale) or 3 (RGB). A missing or unreadable file raises DataError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no image file at {path}")
+    try:
+        pixels = _decode(path, gray=channels == 1, size=size)
+    except Exception as e:  # PIL raises many types for unreadable files
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    tensor = torch.from_numpy(pixels)
+    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _bad_file(path: Path, error: Exception, strict: bool) -> None:
+    """Refuse (``strict``) or skip with a warning a file PIL cannot read."""
+    message = f"cannot read image {path}: {type(error).__name__}: {error}"
+    if strict:
+        raise DataError(f"{message}; delete or replace it, or pass strict=False to skip it")
+    warnings.warn(f"{message}; skipping it", stacklevel=3)
+
+
+def load_folder(
+    path: Path | str,
+    image_size: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    strict: bool = False,
+) -> Dataset:
+    """Load an image folder (one sub-folder per class) as a `Dataset`.
+
+    With ``path/train/`` plus ``path/val/`` (preferred) or ``path/test/`` those are the splits, and
+    both must have the same classes; ``path/train/`` alone, or a plain class folder layout, is split
+    with a fixed stratified draw of ``test_fraction`` per class (``seed`` fixes it). Images are 1
+    channel if every one is grayscale, else RGB (transparency composited onto white). Sizes are kept
+    when all images share one and ``image_size`` is None; otherwise each image's shorter side is
+    resized to ``image_size`` (default 64) and the centre square cropped. A file PIL cannot read is
+    skipped with a warning, or raises with ``strict=True``.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+    train_dir, test_dir = root, None
+    if (root / "train").is_dir():
+        train_dir = root / "train"
+        test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    classes, train_files = _scan(train_dir)
+    test_files: list[tuple[Path, int]] = []
+    if test_dir is not None:
+        test_classes, test_files = _scan(test_dir)
+        if test_classes != classes:
+            only_train = sorted(set(classes) - set(test_classes))
+            only_test = sorted(set(test_classes) - set(classes))
+            raise DataError(
+                f"{train_dir} and {test_dir} must hold the same class folders: only in train {only_train}, "
+                f"only in {test_dir.name} {only_test}"
+            )
+
+    # Read headers first (cheap) to choose channels and size for the whole dataset.
+    entries: list[tuple[Path, int, bool]] = []  # (file, label, is_test)
+    modes, sizes = set(), set()
+    for files, is_test in ((train_files, False), (test_files, True)):
+        for file, label in files:
+            try:
+                with Image.open(file) as im:
+                    modes.add(im.mode)
+                    sizes.add(im.size)
+            except Exception as e:  # PIL raises many types for unreadable files
+                _bad_file(file, e, strict)
+                continue
+            entries.append((file, label, is_test))
+    if not entries:
+        raise DataError(f"no readable images in {root}")
+    gray = modes <= _GRAY_MODES
+    size: int | None = image_size
+    if size is None and len(sizes) > 1:
+        size = DEFAULT_SIZE  # mixed sizes must be made equal; one shared size is kept as it is
+    h, w = (size, size) if size is not None else next(iter(sizes))[::-1]
+    channels = 1 if gray else 3
+
+    images = torch.empty((len(entries), channels, h, w), dtype=torch.uint8)
+    labels, is_test, kept = [], [], 0
+    for file, label, test in entries:
+        try:
+            array = _decode(file, gray, size)
+            if array.shape[:2] != (h, w):
+                raise ValueError(f"decoded size {array.shape[1]}x{array.shape[0]} differs from its header")
+        except Exception as e:
+            _bad_file(file, e, strict)
+            continue
+        pixels = torch.from_numpy(array)
+        images[kept] = pixels.unsqueeze(0) if gray else pixels.permute(2, 0, 1)
+        labels.append(label)
+        is_test.append(test)
+        kept += 1
+    images = images[:kept].clone() if kept < len(entries) else images
+    label_t = torch.tensor(labels, dtype=torch.int64)
+    test_mask = torch.tensor(is_test, dtype=torch.bool)
+
+    present = set(label_t[~test_mask].tolist())
+    for i, name in enumerate(classes):
+        if i not in present:
+            raise DataError(f"class folder {train_dir / name} has no readable training images")
+    if test_dir is not None:
+        train_idx = torch.nonzero(~test_mask).flatten()
+        test_idx = torch.nonzero(test_mask).flatten()
+    else:
+        train_idx, test_idx = stratified_split(label_t, test_fraction, seed)
+    return Dataset(
+        root.resolve().name,
+        images[train_idx],
+        label_t[train_idx],
+        images[test_idx],
+        label_t[test_idx],
+        classes=classes,
+        hflip=True,
+    )

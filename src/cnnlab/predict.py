@@ -1,0 +1,88 @@
+"""Using a trained run: evaluate it on a dataset, or classify image files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data as datasets
+from .data.augment import Normalize
+from .data.folder import read_image
+from .errors import InputSizeError
+from .train.evaluate import evaluate
+from .train.rundir import load_run, read_config
+from .train.runtime import resolve_device
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    data: str | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``."""
+    config = read_config(run_dir)
+    dev = resolve_device(device)
+    model = load_run(run_dir, dev)
+    source = data if data is not None else config["data"]["source"]
+    root = data_root if data_root is not None else config["train"].get("data_root")
+    size = config["data"]["input_size"]
+    dataset = datasets.load(
+        source, root=root, download=False, image_size=size[1] if data is not None else None
+    )
+    got = [dataset.in_chans, *dataset.image_size]
+    if got != size:
+        raise InputSizeError(
+            f"the model of {run_dir} takes {'x'.join(map(str, size))} images, "
+            f"{dataset.name} has {'x'.join(map(str, got))}"
+        )
+    if dataset.num_classes != config["num_classes"]:
+        raise InputSizeError(
+            f"the model of {run_dir} has {config['num_classes']} classes, "
+            f"{dataset.name} has {dataset.num_classes}"
+        )
+    normalize = Normalize(tuple(config["data"]["mean"]), tuple(config["data"]["std"])).to(dev)
+    metrics = evaluate(model, dataset.test_images, dataset.test_labels, normalize, dev)
+    return {
+        "model": config["model"],
+        "dataset": dataset.name,
+        "images": len(dataset.test_labels),
+        "test_acc": metrics["top1"],
+        "test_top5": metrics["top5"],
+        "test_loss": metrics["loss"],
+    }
+
+
+@torch.no_grad()
+def predict_files(
+    run_dir: str | os.PathLike[str], images: list[str], topk: int = 3, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """The ``topk`` most likely classes of each image file, with their probabilities.
+
+    Each image is converted to the model's channels and resized (shorter side, then centre crop)
+    to its input size, as image folders are at training time.
+    """
+    dev = resolve_device(device)
+    model = load_run(run_dir, dev)
+    cfg = model.data_config  # type: ignore[attr-defined]
+    c, h, w = cfg["input_size"]
+    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"])).to(dev)
+    k = max(1, min(topk, len(cfg["classes"])))
+    results = []
+    for path in images:
+        x = read_image(Path(path), channels=c, size=(h, w)).unsqueeze(0).to(dev)
+        probs = model(normalize(x)).float().softmax(1)[0]
+        top = probs.topk(k)
+        results.append(
+            {
+                "image": str(path),
+                "top": [
+                    {"label": cfg["classes"][i], "index": i, "prob": p}
+                    for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                ],
+            }
+        )
+    return results

@@ -1,0 +1,251 @@
+"""The training loop: ``fit(TrainConfig())`` trains a registered model on a dataset and writes a run
+directory. Everything is checked before the run directory is created, so a bad name, path or input
+size leaves nothing behind."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import data as datasets
+from ..data.augment import Normalize, batches, plan_epoch
+from ..errors import CnnlabError, InputSizeError
+from ..models import create_model
+from . import rundir
+from .evaluate import evaluate
+from .progress import TrainProgress
+from .runtime import autocast, precision_name, resolve_device, resolve_precision
+from .schedule import default_lr, make_optimizer
+
+AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
+
+
+@dataclass
+class TrainConfig:
+    """A training run. The defaults train a CIFAR-style ResNet-20 on the embedded mnist5k digits."""
+
+    model: str = "resnet20"
+    data: str = "mnist5k"
+    data_root: str | None = None
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float | None = None  # None: 0.1 x batch_size / 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    padding: int | None = None  # random-crop padding; None: an eighth of the image side
+    seed: int = 0
+    out: str | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    image_size: int | None = None  # image folders only
+    download: bool = True
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr is not None and not self.lr > 0:
+            raise CnnlabError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise CnnlabError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def default_run_dir(model: str, data: str) -> Path:
+    return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int]) -> None:
+    """Fail early, in one line, when the images cannot go through the model."""
+    c, h, w = input_size
+    min_size = getattr(model, "min_input_size", 1)
+    if min(h, w) < min_size:
+        raise InputSizeError(
+            f"{name} needs inputs of at least {min_size}x{min_size} pixels, the data has {h}x{w}; "
+            f"choose a model for small images (e.g. resnet20) or resize the images (--image-size)"
+        )
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, c, h, w, device=next(model.parameters()).device))
+    except RuntimeError as e:
+        raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {str(e).splitlines()[0]}") from None
+    finally:
+        model.train()
+
+
+def classification_loss(
+    outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and main logits; auxiliary heads (models that return a tuple in training) add 0.3 each."""
+    main, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
+    loss = F.cross_entropy(main, y, label_smoothing=label_smoothing)
+    for logits in aux:
+        loss = loss + AUX_WEIGHT * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    return loss, main
+
+
+def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train as ``config`` says, write the run directory, and return ``result.json``'s content."""
+    config.check()
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    data = datasets.load(
+        config.data, root=config.data_root, download=config.download, image_size=config.image_size
+    )
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
+    ).to(device)
+    input_size = (data.in_chans, *data.image_size)
+    check_input(model, config.model, input_size)
+    run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
+    rundir.check_new_run_dir(run_dir)
+
+    lr = config.lr if config.lr is not None else default_lr(config.batch_size)
+    padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8)
+    steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
+    optimizer, scheduler = make_optimizer(
+        model,
+        lr,
+        config.momentum,
+        config.weight_decay,
+        config.schedule,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    normalize = Normalize(data.mean, data.std).to(device)
+    params = sum(p.numel() for p in model.parameters())
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(
+        run_dir / rundir.CONFIG,
+        {
+            "format_version": rundir.FORMAT_VERSION,
+            "model": config.model,
+            "model_kwargs": config.model_kwargs,
+            "num_classes": data.num_classes,
+            "in_chans": data.in_chans,
+            "params": params,
+            "data": {
+                "name": data.name,
+                "source": str(config.data),
+                "classes": data.classes,
+                "mean": data.mean,
+                "std": data.std,
+                "input_size": list(input_size),
+                "hflip": data.hflip,
+                "train_size": len(data.train_labels),
+                "test_size": len(data.test_labels),
+            },
+            "train": {**asdict(config), "lr": lr, "padding": padding},
+            "device": str(device),
+            "precision": precision_name(dtype),
+            "torch": torch.__version__,
+        },
+    )
+
+    rows: list[dict[str, float]] = []
+    started = time.perf_counter()
+    with TrainProgress(config.epochs, live=live, quiet=quiet) as progress:
+        progress.print(
+            f"training {config.model} ({params:,} parameters) on {data!r}; run directory {run_dir}; "
+            f"{device}, {precision_name(dtype)}, lr {lr:g}, batch {config.batch_size}"
+        )
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
+            progress.start_epoch(epoch, steps_per_epoch * config.batch_size)
+            epoch_start = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step, (x, y) in enumerate(
+                batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
+            ):
+                x, y = normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+                with autocast(device, dtype):
+                    loss, logits = classification_loss(model(x), y, config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise CnnlabError(
+                        f"training diverged: loss {loss_value} at epoch {epoch}, step {step + 1}; "
+                        f"lower the learning rate (--lr, now {lr:g}); the last good checkpoint is kept"
+                    )
+                loss_sum += loss_value * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+                progress.advance(len(y), loss_value)
+            train_seconds = time.perf_counter() - epoch_start
+            test = evaluate(model, data.test_images, data.test_labels, normalize, device, dtype)
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": loss_sum / seen,
+                    "train_acc": correct / seen,
+                    "test_loss": test["loss"],
+                    "test_acc": test["top1"],
+                    "test_top5": test["top5"],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - epoch_start,
+                    "train_seconds": train_seconds,
+                    "images_per_s": seen / train_seconds,
+                }
+            )
+            rundir.write_metrics(run_dir / rundir.METRICS, rows)
+            rundir.save_checkpoint(
+                {
+                    "format_version": rundir.FORMAT_VERSION,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "metrics": rows,
+                },
+                run_dir / rundir.CHECKPOINT,
+            )
+            progress.end_epoch(rows[-1])
+
+        train_time = time.perf_counter() - started
+        last = rows[-1]
+        result = {
+            "model": config.model,
+            "dataset": data.name,
+            "epochs": config.epochs,
+            "test_acc": last["test_acc"],
+            "test_top5": last["test_top5"],
+            "test_loss": last["test_loss"],
+            "train_time_s": round(train_time, 2),
+            "images_per_s": round(
+                sum(r["train_seconds"] * r["images_per_s"] for r in rows)
+                / sum(r["train_seconds"] for r in rows),
+                1,
+            ),
+            "params": params,
+            "precision": precision_name(dtype),
+            "device": str(device),
+            "seed": config.seed,
+        }
+        rundir.save_weights(model, run_dir / rundir.WEIGHTS)
+        rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
+        rundir.write_json(run_dir / rundir.RESULT, result)
+        progress.print(
+            f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
+            f"in {train_time:.1f}s; results in {run_dir}"
+        )
+    return result

@@ -1,0 +1,188 @@
+"""The run directory: what a training leaves behind, and the one way back in (``load_run``).
+
+    config.json        what was run: model, data (classes, mean, std, input size), the recipe
+    metrics.csv        one row per epoch
+    result.json        the final figures (a fixed contract, see RESULT_KEYS)
+    model.safetensors  the trained weights, no pickle
+    checkpoint.pt      model, optimizer, scheduler and generator states, to resume from
+    curves.png         loss and accuracy per epoch
+
+Every file is written to a temporary name, flushed to disk and renamed, so a kill or a full disk
+mid-write leaves the previous version whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CnnlabError, RunDirError
+
+FORMAT_VERSION = 1
+CONFIG, METRICS, RESULT, WEIGHTS, CHECKPOINT, CURVES = (
+    "config.json",
+    "metrics.csv",
+    "result.json",
+    "model.safetensors",
+    "checkpoint.pt",
+    "curves.png",
+)
+RESULT_KEYS = (
+    "model",
+    "dataset",
+    "epochs",
+    "test_acc",
+    "test_top5",
+    "train_time_s",
+    "images_per_s",
+    "params",
+)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path.parent} is not a cnnlab run directory: {path.name} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path} is not valid JSON ({e}); the run directory is damaged") from None
+
+
+def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue().encode())
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "cnnlab", "version": str(FORMAT_VERSION)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint without ever running code from it (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"no checkpoint at {path}") from None
+    except Exception as e:  # a damaged file or a pickle that asks for code: never half-loaded
+        raise RunDirError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    config = read_json(run_dir / CONFIG)
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if version != FORMAT_VERSION:
+        raise RunDirError(
+            f"{run_dir} was written by another version of cnnlab (format {version}, this one reads "
+            f"{FORMAT_VERSION}); retrain it or use the cnnlab that wrote it"
+        )
+    return config
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of a run, in eval mode.
+
+    The model takes normalized float images; ``model.data_config`` holds what inference needs:
+    ``input_size`` (C, H, W), ``mean``, ``std`` (0..1 scale) and ``classes``.
+    """
+    from ..models import create_model
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model = create_model(
+        config["model"],
+        num_classes=config["num_classes"],
+        in_chans=config["in_chans"],
+        **config.get("model_kwargs", {}),
+    )
+    weights = run_dir / WEIGHTS
+    if not weights.exists():
+        raise RunDirError(f"{run_dir} has no {WEIGHTS}: the training did not finish; resume or retrain it")
+    try:
+        model.load_state_dict(load_file(weights))
+    except (RuntimeError, OSError) as e:
+        raise RunDirError(f"{weights} does not fit {config['model']}: {str(e).splitlines()[0]}") from None
+    model.data_config = config["data"]  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in rows], "s-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss", yscale="log")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in rows], "s-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise CnnlabError(f"{run_dir} already exists and is not empty; choose another --out")

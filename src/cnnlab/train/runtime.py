@@ -1,0 +1,64 @@
+"""Device and precision, decided once and in one place from the flags and the hardware.
+
+Models know nothing about either: the trainer moves them and wraps their forward in autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from ..errors import CnnlabError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes in bf16 natively (AVX-512 BF16 or AMX), where autocast pays off."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without the probes: be conservative
+        return False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise CnnlabError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``name`` on ``device``; None means plain fp32.
+
+    ``auto`` takes bf16 where the hardware has it (CUDA with bf16, or a CPU with native bf16),
+    else fp32. fp16 is offered on CUDA only, where a gradient scaler guards against underflow.
+    """
+    if name not in PRECISIONS:
+        raise CnnlabError(f"unknown precision {name!r}: use one of {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    if name == "auto":
+        if cuda:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else None
+    if name == "fp32":
+        return None
+    if name == "fp16" and not cuda:
+        raise CnnlabError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        yield

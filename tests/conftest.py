@@ -1,0 +1,28 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cnnlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("train", "--epochs", "1")`` runs the command line in a subprocess."""
+    return cnnlab
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-epoch training of ResNet-20 on mnist5k through the CLI, shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("runs") / "resnet20-mnist5k"
+    proc = cnnlab("train", "--epochs", "2", "--seed", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (out.parent / "train.stdout").write_text(proc.stdout)
+    return out

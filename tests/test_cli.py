@@ -1,0 +1,106 @@
+"""The command line, run as a user would: in a subprocess, reading stdout, stderr and exit codes."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import cnnlab
+from cnnlab import data
+from cnnlab.data.augment import Normalize
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_models_json_lists_the_resnets_with_counts(cli):
+    proc = cli("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
+    assert rows["resnet50"]["params"] == 25_557_032 and rows["resnet50"]["family"] == "resnet"
+    assert rows["resnet18"]["min_input_size"] == 32 and "plain110" in rows
+
+
+def test_summary_json_has_params_and_layers(cli):
+    proc = cli("summary", "resnet20", "--input", "1x28x28", "--num-classes", "10", "--json")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    assert s["params"] == 269_434 and s["output_shape"] == [10]
+    assert s["layers"][0] == {"name": "conv1", "type": "Conv2d", "output_shape": [16, 28, 28], "params": 144}
+
+
+def test_summary_table_is_printed(cli):
+    proc = cli("summary", "resnet18")
+    assert proc.returncode == 0 and "11,689,512" in proc.stdout and "layer4.1.conv2" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["train", "--model", "resnet2"], ["unknown model", "resnet20"]),
+        (["train", "--data", "nowhere/at/all"], ["unknown dataset", "nowhere/at/all"]),
+        (["train", "--model", "resnet18"], ["at least 32x32"]),
+        (["train", "--epochs", "many"], ["invalid int value"]),
+        (["summary", "resnet18", "--input", "3x16x16"], ["at least 32x32"]),
+        (["summary", "resnet18", "--input", "224x224"], ["CxHxW"]),
+        (["eval", "no/such/run"], ["does not exist"]),
+        (["frobnicate"], ["invalid choice"]),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(cli, tmp_path, args, needles):
+    proc = cli(*args, cwd=tmp_path)
+    assert_one_line_error(proc, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_prints_one_plain_line_per_epoch_off_a_terminal(trained_run):
+    lines = (trained_run.parent / "train.stdout").read_text().splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert all("img/s" in line and "test loss" in line for line in epochs)
+    assert lines[-1].startswith("test accuracy") and "\x1b[" not in "".join(lines)  # no escape codes
+
+
+def test_eval_reproduces_the_training_result(cli, trained_run):
+    proc = cli("eval", str(trained_run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    trained = json.loads((trained_run / "result.json").read_text())
+    assert result["images"] == 1000
+    assert result["test_acc"] == pytest.approx(trained["test_acc"], abs=0.005)
+
+
+def test_predict_labels_real_digits(cli, trained_run, tmp_path):
+    d = data.load("mnist5k")
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(d.test_images[i, 0].numpy()).save(path)
+        paths.append(str(path))
+    proc = cli("predict", str(trained_run), *paths, "--topk", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    preds = json.loads(proc.stdout)["predictions"]
+    assert [p["image"] for p in preds] == paths
+    for p in preds:
+        assert len(p["top"]) == 2 and p["top"][0]["prob"] >= p["top"][1]["prob"]
+        assert p["top"][0]["label"] in d.classes
+    # The CLI's answer equals the library model's on the same pixels.
+    model = cnnlab.load_run(trained_run)
+    norm = Normalize(tuple(model.data_config["mean"]), tuple(model.data_config["std"]))
+    with torch.no_grad():
+        expected = model(norm(d.test_images[:3])).argmax(1).tolist()
+    assert [p["top"][0]["index"] for p in preds] == expected
+
+
+def test_predict_unreadable_image_is_one_line(cli, trained_run, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    assert_one_line_error(cli("predict", str(trained_run), str(bad)), "notes.png")
+    assert_one_line_error(cli("predict", str(trained_run), str(tmp_path / "missing.png")), "missing.png")

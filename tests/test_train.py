@@ -1,0 +1,114 @@
+"""A real short training: the loss falls, the run directory is complete and loads back."""
+
+import csv
+import itertools
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnnlab
+from cnnlab.errors import CnnlabError, InputSizeError, RunDirError, UnknownNameError
+from cnnlab.train import TrainConfig, fit
+from cnnlab.train.rundir import RESULT_KEYS, load_checkpoint, save_checkpoint
+from cnnlab.train.schedule import lr_factor
+
+
+def test_loss_falls_and_the_model_learns(trained_run):
+    with (trained_run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[1]["train_acc"]) > 0.5  # ten classes: chance is 0.1
+
+
+def test_run_directory_holds_the_contract(trained_run):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "result.json",
+        "model.safetensors",
+        "checkpoint.pt",
+        "curves.png",
+    ):
+        assert (trained_run / name).is_file(), name
+    result = json.loads((trained_run / "result.json").read_text())
+    assert set(RESULT_KEYS) <= set(result)
+    assert result["model"] == "resnet20" and result["dataset"] == "mnist5k" and result["epochs"] == 2
+    assert 0.0 <= result["test_acc"] <= result["test_top5"] <= 1.0
+    assert result["params"] == 269_434  # ResNet-20 with 1 input channel, 10 classes
+    assert (trained_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(trained_run.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_load_run_returns_the_trained_weights(trained_run):
+    model = cnnlab.load_run(trained_run)
+    saved = load_file(trained_run / "model.safetensors")
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert not model.training
+    assert model.data_config["input_size"] == [1, 28, 28] and len(model.data_config["classes"]) == 10
+
+
+def test_checkpoint_loads_without_pickle_code_and_matches_weights(trained_run):
+    ckpt = load_checkpoint(trained_run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["metrics"]) == 2
+    saved = load_file(trained_run / "model.safetensors")
+    assert all(torch.equal(ckpt["model"][k], v) for k, v in saved.items())
+
+
+def test_checkpoint_round_trips(tmp_path):
+    state = {"epoch": 3, "w": torch.randn(4, 4), "rng": torch.get_rng_state()}
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    back = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert back["epoch"] == 3 and torch.equal(back["w"], state["w"])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunDirError):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_load_run_rejects_a_run_from_another_version(trained_run, tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    config = json.loads((trained_run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "format_version": 0}))
+    with pytest.raises(RunDirError, match="another version"):
+        cnnlab.load_run(run)
+    with pytest.raises(RunDirError, match="not a cnnlab run directory"):
+        cnnlab.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"model": "resnet2"}, UnknownNameError),
+        ({"data": "no/such/folder"}, UnknownNameError),
+        ({"model": "resnet18"}, InputSizeError),  # 28x28 digits are below its 32x32 minimum
+        ({"epochs": 0}, CnnlabError),
+        ({"lr": -1.0}, CnnlabError),
+        ({"precision": "int4"}, CnnlabError),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path, overrides, error):
+    out = tmp_path / "run"
+    with pytest.raises(error):
+        fit(TrainConfig(out=str(out), **overrides), quiet=True)
+    assert not out.exists()
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(CnnlabError, match="already exists"):
+        fit(TrainConfig(out=str(tmp_path)), quiet=True)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "onecycle"])
+def test_schedules_warm_up_peak_and_decay(schedule):
+    f = lr_factor(schedule, total_steps=100, warmup_steps=10)
+    values = [f(s) for s in range(100)]
+    assert max(values) == pytest.approx(1.0)
+    assert values[0] < 0.5 and values[-1] < 0.05
+    peak = values.index(max(values))
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values[: peak + 1]))
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values[peak:]))
