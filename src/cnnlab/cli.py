@@ -144,7 +144,7 @@ def build_parser() -> Parser:
         "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
     )
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
-    p.add_argument("--image-size", type=int, help="resize image-folder images to this side")
+    p.add_argument("--image-size", type=int, help="resize every image to this side (e.g. 64 for models that need more than 28x28)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")

@@ -30,9 +30,9 @@ def evaluate_run(
     source = data if data is not None else config["data"]["source"]
     root = data_root if data_root is not None else config["train"].get("data_root")
     size = config["data"]["input_size"]
-    dataset = datasets.load(
-        source, root=root, download=False, image_size=size[1] if data is not None else None
-    )
+    # The run's input side: a model trained with --image-size sees its data resized the same way.
+    side = size[1] if size[1] == size[2] else None
+    dataset = datasets.load(source, root=root, download=False, image_size=side)
     got = [dataset.in_chans, *dataset.image_size]
     if got != size:
         raise InputSizeError(

@@ -7,6 +7,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from ..errors import DataError, UnknownNameError
 from .base import Dataset
 
@@ -71,10 +74,12 @@ def load(
     key = str(name_or_path)
     name = ALIASES.get(key.lower(), key.lower())
     if name in DATASETS:
-        return DATASETS[name](Path(root) if root is not None else DEFAULT_ROOT, download, image_size)
+        dataset = DATASETS[name](Path(root) if root is not None else DEFAULT_ROOT, download, image_size)
+        return resize(dataset, image_size) if image_size else dataset
     path = Path(key).expanduser()
     if path.exists():
-        return _load_path(path, image_size)
+        dataset = _load_path(path, image_size)
+        return resize(dataset, image_size) if image_size else dataset
     close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownNameError(
@@ -113,4 +118,34 @@ def _load_path(path: Path, image_size: int | None) -> Dataset:
     return load_folder(path, image_size=image_size)
 
 
-__all__ = ["DEFAULT_ROOT", "Dataset", "list_datasets", "load"]
+def resize(dataset: Dataset, size: int, chunk: int = 1024) -> Dataset:
+    """The dataset with every image resized to ``size`` x ``size`` (bilinear, antialiased), still uint8.
+
+    Lets a model with a large minimum input (AlexNet, VGG, EfficientNet) train on small images such
+    as the 28x28 digits. Statistics are recomputed from the resized training images.
+    """
+    if size < 1:
+        raise DataError(f"--image-size must be positive, got {size}")
+    if dataset.image_size == (size, size):
+        return dataset
+
+    def resized(images: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+        for start in range(0, len(images), chunk):
+            x = images[start : start + chunk].float()
+            y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+        return out
+
+    return Dataset(
+        name=dataset.name,
+        train_images=resized(dataset.train_images),
+        train_labels=dataset.train_labels,
+        test_images=resized(dataset.test_images),
+        test_labels=dataset.test_labels,
+        classes=dataset.classes,
+        hflip=dataset.hflip,
+    )
+
+
+__all__ = ["DEFAULT_ROOT", "Dataset", "list_datasets", "load", "resize"]

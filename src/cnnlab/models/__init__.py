@@ -1,6 +1,13 @@
-"""The architectures. Importing this package registers every family with the registry."""
+"""The architectures, one module per family. Importing this package imports every family module,
+which registers its variants with the registry."""
 
-from . import resnet  # noqa: F401  (registers the family)
+import importlib
+import pkgutil
+
 from .registry import closest_models, create_model, describe_models, list_models, model_family, register
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["closest_models", "create_model", "describe_models", "list_models", "model_family", "register"]

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
+import sys
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from ..errors import CnnlabError, UnknownNameError
+from ..errors import CnnlabError, InputSizeError, UnknownNameError
 
 Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
@@ -61,11 +64,44 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs
             f"{name}: num_classes and in_chans must be positive, got {num_classes} and {in_chans}"
         )
     try:
-        return builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             raise CnnlabError(f"{name}: {e}") from None
         raise
+    model.register_forward_pre_hook(_InputCheck(name, in_chans, getattr(model, "min_input_size", 1)))
+    return model
+
+
+class _InputCheck:
+    """Refuses, with one clear line, an input the model cannot take: wrong channels or too small.
+
+    Without it a small image fails deep inside a pooling layer with a message about kernel sizes.
+    """
+
+    def __init__(self, name: str, in_chans: int, min_size: int) -> None:
+        self.name, self.in_chans, self.min_size = name, in_chans, min_size
+
+    def __call__(self, module: nn.Module, args: tuple[object, ...]) -> None:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return
+        _, c, h, w = x.shape
+        if c != self.in_chans:
+            raise InputSizeError(
+                f"{self.name} was built for {self.in_chans}-channel images, got {c} channels"
+            )
+        if min(h, w) < self.min_size:
+            raise InputSizeError(
+                f"{self.name} needs inputs of at least {self.min_size}x{self.min_size} pixels, got {h}x{w}"
+            )
+
+
+def model_description(name: str) -> str:
+    """One paragraph: the builder's docstring, else the first paragraph of its family's docstring."""
+    builder = _entrypoint(name)
+    doc = builder.__doc__ or sys.modules[builder.__module__].__doc__ or ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 
 
 def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
@@ -73,8 +109,6 @@ def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
 
     Models are built on the meta device: no memory, no initialization time.
     """
-    import torch
-
     rows = []
     for name in list_models(pattern):
         with torch.device("meta"):
@@ -86,6 +120,7 @@ def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
                 "params": sum(p.numel() for p in model.parameters()),
                 "min_input_size": getattr(model, "min_input_size", 1),
                 "default_input_size": list(getattr(model, "default_input_size", (3, 224, 224))),
+                "description": model_description(name),
             }
         )
     return rows

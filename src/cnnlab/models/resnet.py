@@ -11,6 +11,10 @@ Two families from the paper, built by one class:
   channels (option A). The ``plain`` twins are the same networks with the shortcuts removed, as in
   the paper's degradation experiment (Figure 6).
 
+SE variants (Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018) put an SE block at the end
+of every residual branch, before the addition, with reduction r = 16; the reduced width C/r is
+rounded to a multiple of 8 (at least 8) as timm's ``seresnet`` does, so the counts equal timm's.
+
 What differs from the paper: in the bottleneck the stride sits on the 3x3 conv rather than the first
 1x1 ("ResNet v1.5", as torchvision does; same parameters, better accuracy), and parameter names follow
 torchvision's (``conv1``, ``bn1``, ``layer1.0.downsample``) so its checkpoints map one to one. Weights
@@ -23,15 +27,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import SEBlock
 from .registry import register
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, deformable: bool = False) -> nn.Module:
+    if deformable:
+        from ..layers import DeformConv2d
+
+        return DeformConv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
     return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+
+
+def se_width(channels: int, reduction: int, divisor: int = 8) -> int:
+    """C/r rounded to the nearest multiple of 8, at least 8, as timm's SE-ResNets do: the same as C/r
+    in every bottleneck network, wider in the 64- and 128-channel stages of the narrow ones."""
+    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -46,8 +61,41 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs; ``shortcut=False`` makes the plain twin (no identity path at all)."""
+class ResidualBlock(nn.Module):
+    """out = relu(F(x) + shortcut(x)); the subclasses define the residual branch F.
+
+    ``shortcut=False`` makes the plain twin (no identity path at all). ``se_reduction`` adds
+    squeeze-and-excitation at the end of F, before the addition (Hu et al. 2018, Fig. 3).
+    ``deformable`` makes the block's 3x3 convs deformable (Dai et al. 2017).
+    """
+
+    expansion = 1
+
+    def __init__(
+        self, out_ch: int, downsample: nn.Module | None, shortcut: bool, se_reduction: int | None
+    ) -> None:
+        super().__init__()
+        self.se = SEBlock(out_ch, rd_channels=se_width(out_ch, se_reduction)) if se_reduction else None
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.shortcut = shortcut
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        return out if self.se is None else self.se(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        if self.shortcut:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convs, each followed by BN."""
 
     expansion = 1
 
@@ -58,29 +106,22 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         shortcut: bool = True,
+        se_reduction: int | None = None,
+        deformable: bool = False,
     ) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_ch, width, stride)
+        super().__init__(width, downsample, shortcut, se_reduction)
+        self.conv1 = conv3x3(in_ch, width, stride, deformable)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width)
+        self.conv2 = conv3x3(width, width, deformable=deformable)
         self.bn2 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.shortcut = shortcut
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
 
-
-class Bottleneck(BasicBlock):
-    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4."""
+class Bottleneck(ResidualBlock):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, each followed by BN."""
 
     expansion = 4
 
@@ -91,19 +132,18 @@ class Bottleneck(BasicBlock):
         stride: int = 1,
         downsample: nn.Module | None = None,
         shortcut: bool = True,
+        se_reduction: int | None = None,
+        deformable: bool = False,
     ) -> None:
-        nn.Module.__init__(self)
+        super().__init__(width * self.expansion, downsample, shortcut, se_reduction)
         self.conv1 = conv1x1(in_ch, width)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride)
+        self.conv2 = conv3x3(width, width, stride, deformable)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, width * self.expansion)
         self.bn3 = nn.BatchNorm2d(width * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.shortcut = shortcut
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
@@ -114,18 +154,22 @@ class ResNet(nn.Module):
 
     ``stem="imagenet"``: 7x7/2 conv and 3x3/2 max pool (total stride 32). ``stem="cifar"``: one 3x3 conv
     (total stride 4 with three stages). ``shortcut`` is ``"B"`` (1x1 projection where the shape
-    changes), ``"A"`` (zero-padding identity) or ``"none"`` (the plain network).
+    changes), ``"A"`` (zero-padding identity) or ``"none"`` (the plain network). ``se_reduction``
+    puts an SE block in every residual block; ``deform_stages`` lists the stages (1-based) whose
+    3x3 convs are deformable.
     """
 
     def __init__(
         self,
-        block: type[BasicBlock],
+        block: type[ResidualBlock],
         layers: list[int],
         widths: tuple[int, ...] = (64, 128, 256, 512),
         num_classes: int = 1000,
         in_chans: int = 3,
         stem: str = "imagenet",
         shortcut: str = "B",
+        se_reduction: int | None = None,
+        deform_stages: tuple[int, ...] = (),
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
@@ -134,7 +178,7 @@ class ResNet(nn.Module):
         self.shortcut = shortcut
         self.in_ch = widths[0]
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, widths[0], 7, stride=2, padding=3, bias=False)
+            self.conv1: nn.Module = nn.Conv2d(in_chans, widths[0], 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
             self.conv1 = conv3x3(in_chans, widths[0])
@@ -142,7 +186,15 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         for i, (width, blocks) in enumerate(zip(widths, layers, strict=True)):
-            setattr(self, f"layer{i + 1}", self._make_layer(block, width, blocks, stride=1 if i == 0 else 2))
+            stage = self._make_layer(
+                block,
+                width,
+                blocks,
+                stride=1 if i == 0 else 2,
+                se_reduction=se_reduction,
+                deformable=i + 1 in deform_stages,
+            )
+            setattr(self, f"layer{i + 1}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
         # The smallest input whose last feature map is still 1x1 without relying on padding alone.
@@ -150,7 +202,15 @@ class ResNet(nn.Module):
         self.default_input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
         self._init_weights(zero_init_residual)
 
-    def _make_layer(self, block: type[BasicBlock], width: int, blocks: int, stride: int) -> nn.Sequential:
+    def _make_layer(
+        self,
+        block: type[ResidualBlock],
+        width: int,
+        blocks: int,
+        stride: int,
+        se_reduction: int | None,
+        deformable: bool,
+    ) -> nn.Sequential:
         out_ch = width * block.expansion
         downsample = None
         if self.shortcut != "none" and (stride != 1 or self.in_ch != out_ch):
@@ -158,22 +218,29 @@ class ResNet(nn.Module):
                 downsample = nn.Sequential(conv1x1(self.in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
             else:
                 downsample = ZeroPadShortcut(stride, out_ch - self.in_ch)
-        has_shortcut = self.shortcut != "none"
-        layers = [block(self.in_ch, width, stride, downsample, shortcut=has_shortcut)]
+        options = {
+            "shortcut": self.shortcut != "none",
+            "se_reduction": se_reduction,
+            "deformable": deformable,
+        }
+        layers = [block(self.in_ch, width, stride, downsample, **options)]
         self.in_ch = out_ch
-        layers += [block(out_ch, width, shortcut=has_shortcut) for _ in range(1, blocks)]
+        layers += [block(out_ch, width, **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+        for name, m in self.named_modules():
+            # Deformable convs keep their own init: offsets start at zero so they begin as plain convs.
+            if isinstance(m, nn.Conv2d) and not name.endswith((".offset", ".mask")):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif type(m).__name__ == "DeformConv2d":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017)
             for m in self.modules():
-                if isinstance(m, BasicBlock):
+                if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight)
 
     @property
@@ -193,26 +260,35 @@ class ResNet(nn.Module):
 # ImageNet ResNets (Table 1 of the paper).
 @register
 def resnet18(**kwargs) -> ResNet:
+    """ResNet-18 (He et al. 2015): 7x7 stem, four stages of [2, 2, 2, 2] basic blocks (two 3x3 convs)
+    at 64-512 channels, projection shortcuts where the shape changes, 1.8 GFLOPs at 224x224."""
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
 @register
 def resnet34(**kwargs) -> ResNet:
+    """ResNet-34 (He et al. 2015): four stages of [3, 4, 6, 3] basic blocks at 64-512 channels; the
+    residual twin of the paper's 34-layer plain net."""
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
 @register
 def resnet50(**kwargs) -> ResNet:
+    """ResNet-50 (He et al. 2015): four stages of [3, 4, 6, 3] bottleneck blocks (1x1 reduce, 3x3,
+    1x1 expand by 4) ending at 2048 channels; the stride sits on the 3x3 conv (v1.5)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
 @register
 def resnet101(**kwargs) -> ResNet:
+    """ResNet-101 (He et al. 2015): bottleneck stages of [3, 4, 23, 3] blocks."""
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
 @register
 def resnet152(**kwargs) -> ResNet:
+    """ResNet-152 (He et al. 2015): bottleneck stages of [3, 8, 36, 3] blocks, the deepest of the
+    paper's ImageNet networks."""
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
@@ -224,49 +300,130 @@ def cifar_resnet(depth: int, shortcut: str = "A", **kwargs) -> ResNet:
 
 @register
 def resnet20(**kwargs) -> ResNet:
+    """ResNet-20 for 32x32 images (He et al. 2015, Sec. 4.2): a 3x3 stem and three stages of 3 basic
+    blocks at 16/32/64 channels with parameter-free zero-padding shortcuts; 0.27M parameters."""
     return cifar_resnet(20, **kwargs)
 
 
 @register
 def resnet32(**kwargs) -> ResNet:
+    """ResNet-32 for 32x32 images: three stages of 5 basic blocks at 16/32/64 channels."""
     return cifar_resnet(32, **kwargs)
 
 
 @register
 def resnet44(**kwargs) -> ResNet:
+    """ResNet-44 for 32x32 images: three stages of 7 basic blocks at 16/32/64 channels."""
     return cifar_resnet(44, **kwargs)
 
 
 @register
 def resnet56(**kwargs) -> ResNet:
+    """ResNet-56 for 32x32 images: three stages of 9 basic blocks at 16/32/64 channels; the deep net of
+    the paper's degradation experiment (Fig. 6)."""
     return cifar_resnet(56, **kwargs)
 
 
 @register
 def resnet110(**kwargs) -> ResNet:
+    """ResNet-110 for 32x32 images: three stages of 18 basic blocks at 16/32/64 channels; 1.7M
+    parameters."""
     return cifar_resnet(110, **kwargs)
 
 
 @register
 def plain20(**kwargs) -> ResNet:
+    """The plain twin of ResNet-20: the same 19 convs and FC without any shortcut, for the degradation
+    experiment (He et al. 2015, Fig. 6)."""
     return cifar_resnet(20, shortcut="none", **kwargs)
 
 
 @register
 def plain32(**kwargs) -> ResNet:
+    """The plain twin of ResNet-32: 31 convs and an FC, no shortcuts."""
     return cifar_resnet(32, shortcut="none", **kwargs)
 
 
 @register
 def plain44(**kwargs) -> ResNet:
+    """The plain twin of ResNet-44: 43 convs and an FC, no shortcuts."""
     return cifar_resnet(44, shortcut="none", **kwargs)
 
 
 @register
 def plain56(**kwargs) -> ResNet:
+    """The plain twin of ResNet-56: 55 convs and an FC, no shortcuts; trains worse than plain20, which
+    is the degradation problem."""
     return cifar_resnet(56, shortcut="none", **kwargs)
 
 
 @register
 def plain110(**kwargs) -> ResNet:
+    """The plain twin of ResNet-110: 109 convs and an FC, no shortcuts."""
     return cifar_resnet(110, shortcut="none", **kwargs)
+
+
+# Squeeze-and-Excitation ResNets (Hu, Shen, Sun 2018): an SE block (r = 16) at the end of every
+# residual branch, before the addition.
+@register
+def se_resnet18(**kwargs) -> ResNet:
+    """SE-ResNet-18 (Hu et al. 2018): ResNet-18 with squeeze-and-excitation (reduction 16) on every
+    residual branch."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet34(**kwargs) -> ResNet:
+    """SE-ResNet-34 (Hu et al. 2018): ResNet-34 with squeeze-and-excitation (reduction 16)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet50(**kwargs) -> ResNet:
+    """SE-ResNet-50 (Hu et al. 2018): ResNet-50 with squeeze-and-excitation (reduction 16) after the
+    last 1x1 conv of every bottleneck; about 10% more parameters for a 1.5-point ImageNet gain."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet101(**kwargs) -> ResNet:
+    """SE-ResNet-101 (Hu et al. 2018): ResNet-101 with squeeze-and-excitation (reduction 16)."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet152(**kwargs) -> ResNet:
+    """SE-ResNet-152 (Hu et al. 2018): ResNet-152 with squeeze-and-excitation (reduction 16)."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet20(**kwargs) -> ResNet:
+    """SE-ResNet-20 for 32x32 images: ResNet-20 with squeeze-and-excitation (reduction 16) in every
+    block."""
+    return cifar_resnet(20, se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet32(**kwargs) -> ResNet:
+    """SE-ResNet-32 for 32x32 images: ResNet-32 with squeeze-and-excitation (reduction 16)."""
+    return cifar_resnet(32, se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet44(**kwargs) -> ResNet:
+    """SE-ResNet-44 for 32x32 images: ResNet-44 with squeeze-and-excitation (reduction 16)."""
+    return cifar_resnet(44, se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet56(**kwargs) -> ResNet:
+    """SE-ResNet-56 for 32x32 images: ResNet-56 with squeeze-and-excitation (reduction 16)."""
+    return cifar_resnet(56, se_reduction=16, **kwargs)
+
+
+@register
+def se_resnet110(**kwargs) -> ResNet:
+    """SE-ResNet-110 for 32x32 images: ResNet-110 with squeeze-and-excitation (reduction 16), the
+    network of the SE paper's CIFAR experiments."""
+    return cifar_resnet(110, se_reduction=16, **kwargs)

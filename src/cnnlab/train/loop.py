@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data as datasets
-from ..data.augment import Normalize, batches, plan_epoch
+from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
+from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError
 from ..models import create_model
 from . import rundir
@@ -47,7 +48,7 @@ class TrainConfig:
     out: str | None = None
     precision: str = "auto"
     device: str = "auto"
-    image_size: int | None = None  # image folders only
+    image_size: int | None = None  # resize every image to this side
     download: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -94,6 +95,70 @@ def classification_loss(
     return loss, main
 
 
+@dataclass
+class Optimization:
+    """What a parametric model trains with; absent for k-NN."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    lr: float
+
+
+def train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    plan: EpochPlan,
+    normalize: Normalize,
+    opt: Optimization,
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    progress: TrainProgress,
+    epoch: int,
+) -> tuple[float, float, int]:
+    """One pass of SGD over the training set; returns (mean loss, accuracy, images seen)."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step, (x, y) in enumerate(
+        batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
+    ):
+        x, y = normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            loss, logits = classification_loss(model(x), y, config.label_smoothing)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise CnnlabError(
+                f"training diverged: loss {loss_value} at epoch {epoch}, step {step + 1}; lower the learning "
+                f"rate (--lr, now {opt.lr:g}); the last good checkpoint is kept"
+            )
+        loss_sum += loss_value * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        progress.advance(len(y), loss_value)
+    return loss_sum / seen, correct / seen, seen
+
+
+def index_epoch(
+    model: nn.Module,
+    data: Dataset,
+    normalize: Normalize,
+    batch_size: int,
+    device: torch.device,
+    progress: TrainProgress,
+) -> tuple[float, float, int]:
+    """Non-parametric models (k-NN) learn by storing the normalized training set; they have no loss."""
+    for x, y in batches(data.train_images, data.train_labels, batch_size):
+        model.add(normalize(x.to(device)), y.to(device))
+        progress.advance(len(y), None)
+    return math.nan, math.nan, len(data.train_labels)
+
+
 def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
     """Train as ``config`` says, write the run directory, and return ``result.json``'s content."""
     config.check()
@@ -105,142 +170,97 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
-    ).to(device)
+    )
+    model = model.to(device)
     input_size = (data.in_chans, *data.image_size)
     check_input(model, config.model, input_size)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     rundir.check_new_run_dir(run_dir)
 
+    nonparametric = getattr(model, "is_nonparametric", False)
+    epochs = 1 if nonparametric else config.epochs  # storing the training set twice would change nothing
     lr = config.lr if config.lr is not None else default_lr(config.batch_size)
     padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8)
     steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
-    optimizer, scheduler = make_optimizer(
-        model,
-        lr,
-        config.momentum,
-        config.weight_decay,
-        config.schedule,
-        total_steps=config.epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    opt = None
+    if not nonparametric:
+        optimizer, scheduler = make_optimizer(
+            model,
+            lr,
+            config.momentum,
+            config.weight_decay,
+            config.schedule,
+            total_steps=epochs * steps_per_epoch,
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        )
+        opt = Optimization(
+            optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), lr
+        )
     normalize = Normalize(data.mean, data.std).to(device)
     params = sum(p.numel() for p in model.parameters())
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(
-        run_dir / rundir.CONFIG,
-        {
-            "format_version": rundir.FORMAT_VERSION,
-            "model": config.model,
-            "model_kwargs": config.model_kwargs,
-            "num_classes": data.num_classes,
-            "in_chans": data.in_chans,
-            "params": params,
-            "data": {
-                "name": data.name,
-                "source": str(config.data),
-                "classes": data.classes,
-                "mean": data.mean,
-                "std": data.std,
-                "input_size": list(input_size),
-                "hflip": data.hflip,
-                "train_size": len(data.train_labels),
-                "test_size": len(data.test_labels),
-            },
-            "train": {**asdict(config), "lr": lr, "padding": padding},
-            "device": str(device),
-            "precision": precision_name(dtype),
-            "torch": torch.__version__,
-        },
-    )
+    rundir.write_json(run_dir / rundir.CONFIG, {
+        "format_version": rundir.FORMAT_VERSION, "model": config.model, "model_kwargs": config.model_kwargs,
+        "num_classes": data.num_classes, "in_chans": data.in_chans, "params": params,
+        "data": {"name": data.name, "source": str(config.data), "classes": data.classes, "mean": data.mean,
+                 "std": data.std, "input_size": list(input_size), "hflip": data.hflip,
+                 "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
+        "train": {**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
+        "device": str(device), "precision": precision_name(dtype), "torch": torch.__version__,
+    })  # fmt: skip
 
     rows: list[dict[str, float]] = []
     started = time.perf_counter()
-    with TrainProgress(config.epochs, live=live, quiet=quiet) as progress:
+    with TrainProgress(epochs, live=live, quiet=quiet) as progress:
+        recipe = "indexing the training set" if opt is None else f"lr {lr:g}, batch {config.batch_size}"
         progress.print(
             f"training {config.model} ({params:,} parameters) on {data!r}; run directory {run_dir}; "
-            f"{device}, {precision_name(dtype)}, lr {lr:g}, batch {config.batch_size}"
+            f"{device}, {precision_name(dtype)}, {recipe}"
         )
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
-            progress.start_epoch(epoch, steps_per_epoch * config.batch_size)
+        for epoch in range(1, epochs + 1):
+            progress.start_epoch(
+                epoch, len(data.train_labels) if opt is None else steps_per_epoch * config.batch_size
+            )
             epoch_start = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(
-                batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
-            ):
-                x, y = normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-                with autocast(device, dtype):
-                    loss, logits = classification_loss(model(x), y, config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise CnnlabError(
-                        f"training diverged: loss {loss_value} at epoch {epoch}, step {step + 1}; "
-                        f"lower the learning rate (--lr, now {lr:g}); the last good checkpoint is kept"
-                    )
-                loss_sum += loss_value * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
-                progress.advance(len(y), loss_value)
+            if opt is None:
+                train_loss, train_acc, seen = index_epoch(
+                    model, data, normalize, config.batch_size, device, progress
+                )
+            else:
+                plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
+                train_loss, train_acc, seen = train_epoch(
+                    model, data, plan, normalize, opt, config, device, dtype, progress, epoch
+                )
             train_seconds = time.perf_counter() - epoch_start
             test = evaluate(model, data.test_images, data.test_labels, normalize, device, dtype)
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": loss_sum / seen,
-                    "train_acc": correct / seen,
-                    "test_loss": test["loss"],
-                    "test_acc": test["top1"],
-                    "test_top5": test["top5"],
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - epoch_start,
-                    "train_seconds": train_seconds,
-                    "images_per_s": seen / train_seconds,
-                }
-            )
+            rows.append({
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test["loss"],
+                "test_acc": test["top1"], "test_top5": test["top5"],
+                "lr": opt.optimizer.param_groups[0]["lr"] if opt else 0.0,
+                "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
+                "images_per_s": seen / train_seconds,
+            })  # fmt: skip
             rundir.write_metrics(run_dir / rundir.METRICS, rows)
-            rundir.save_checkpoint(
-                {
-                    "format_version": rundir.FORMAT_VERSION,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "metrics": rows,
-                },
-                run_dir / rundir.CHECKPOINT,
-            )
+            rundir.save_checkpoint({
+                "format_version": rundir.FORMAT_VERSION, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": opt.optimizer.state_dict() if opt else {},
+                "scheduler": opt.scheduler.state_dict() if opt else {},
+                "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
+                "metrics": rows,
+            }, run_dir / rundir.CHECKPOINT)  # fmt: skip
             progress.end_epoch(rows[-1])
 
         train_time = time.perf_counter() - started
         last = rows[-1]
         result = {
-            "model": config.model,
-            "dataset": data.name,
-            "epochs": config.epochs,
-            "test_acc": last["test_acc"],
-            "test_top5": last["test_top5"],
-            "test_loss": last["test_loss"],
+            "model": config.model, "dataset": data.name, "epochs": epochs, "test_acc": last["test_acc"],
+            "test_top5": last["test_top5"], "test_loss": last["test_loss"],
             "train_time_s": round(train_time, 2),
-            "images_per_s": round(
-                sum(r["train_seconds"] * r["images_per_s"] for r in rows)
-                / sum(r["train_seconds"] for r in rows),
-                1,
-            ),
-            "params": params,
-            "precision": precision_name(dtype),
-            "device": str(device),
-            "seed": config.seed,
-        }
+            "images_per_s": round(sum(r["train_seconds"] * r["images_per_s"] for r in rows)
+                                  / sum(r["train_seconds"] for r in rows), 1),
+            "params": params, "precision": precision_name(dtype), "device": str(device), "seed": config.seed,
+        }  # fmt: skip
         rundir.save_weights(model, run_dir / rundir.WEIGHTS)
         rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
         rundir.write_json(run_dir / rundir.RESULT, result)

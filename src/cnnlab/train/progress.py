@@ -69,9 +69,9 @@ class TrainProgress:
         if self.live and not self.quiet:
             self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=images, status="")
 
-    def advance(self, images: int, loss: float) -> None:
+    def advance(self, images: int, loss: float | None) -> None:
         if self.task is not None:
-            self.progress.update(self.task, advance=images, status=f"loss {loss:.4f}")
+            self.progress.update(self.task, advance=images, status="" if loss is None else f"loss {loss:.4f}")
 
     def end_epoch(self, row: dict[str, float]) -> None:
         if self.task is not None:

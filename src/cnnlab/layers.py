@@ -1,0 +1,373 @@
+"""Blocks shared by several families: ConvBNAct, SEBlock, DropPath, LocalResponseNorm, DeformConv2d.
+
+Each is small, follows its paper, and is usable in any model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias, since BN follows), BatchNorm, activation; "same" padding for odd kernels.
+
+    Children are named ``conv``, ``bn``, ``act`` so checkpoints read like the architecture.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: type[nn.Module] | None = nn.ReLU,
+        padding: int | None = None,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_ch,
+            out_ch,
+            kernel_size,
+            stride,
+            padding=(kernel_size - 1) // 2 if padding is None else padding,
+            groups=groups,
+            bias=False,
+        )
+        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps)
+        self.act = (
+            act(inplace=True) if act in (nn.ReLU, nn.SiLU, nn.ReLU6) else (act() if act else nn.Identity())
+        )
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-Excitation (Hu, Shen, Sun 2018): global average pool (squeeze), then
+    FC(C/r)-ReLU-FC(C)-sigmoid (excitation), and a channel-wise rescale of the input.
+
+    The two FC layers act on a 1x1 map and are written as 1x1 convs with bias (the same weights as
+    ``nn.Linear``), named ``fc1``/``fc2`` as in timm and torchvision. ``rd_channels`` overrides C/r,
+    as EfficientNet needs (a quarter of the block's input, not of its expanded width), and ``act``
+    its SiLU.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        rd_channels: int | None = None,
+        act: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        rd = rd_channels if rd_channels is not None else max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, rd, 1)
+        self.act = act(inplace=True)
+        self.fc2 = nn.Conv2d(rd, channels, 1)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel weights in (0, 1), shape (N, C, 1, 1): what the analyses inspect."""
+        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, drop a residual branch for whole samples
+    with probability ``p`` and scale the survivors by 1/(1-p); the identity at evaluation."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LocalResponseNorm(nn.Module):
+    """Local Response Normalization across channels (Krizhevsky, Sutskever, Hinton 2012, Sec. 3.3):
+
+        b[c] = a[c] / (k + alpha/n * sum over the n channels centred on c of a[j]^2) ** beta
+
+    with AlexNet's k=2, n=5, alpha=1e-4, beta=0.75. The paper writes alpha without the 1/n; we follow
+    the convention of Caffe and ``torch.nn.LocalResponseNorm`` (alpha divided by n), which is how
+    AlexNet's published hyper-parameters are used in practice.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squared = (x * x).unsqueeze(1)  # (N, 1, C, H, W): pool over channels with a 3D window
+        half = self.size // 2
+        squared = F.pad(squared, (0, 0, 0, 0, half, (self.size - 1) // 2))
+        window_sum = F.avg_pool3d(squared, (self.size, 1, 1), stride=1).squeeze(1) * self.size
+        return x / (self.k + self.alpha / self.size * window_sum).pow(self.beta)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """An int or a pair, as ``nn.Conv2d`` accepts, as a pair."""
+    if isinstance(value, int):
+        return value, value
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _base_grid(
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    out_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """The regular sampling grid p0 + pn of a convolution, as ``grid_sample`` coordinates.
+
+    Shape (kh*kw, Hout, Wout, 2), last axis (x, y). Pixel index i of a side of n pixels has its centre
+    at (2i + 1)/n - 1 when ``align_corners=False``; the grid is computed in float64 and rounded once,
+    so zero offsets land on the pixel centres as exactly as the dtype allows.
+    """
+    axes = []
+    for side, k, o, s, p, d in zip(size, kernel, out_size, stride, padding, dilation, strict=True):
+        pos = (torch.arange(k, dtype=torch.float64) * d)[:, None] + (torch.arange(o) * s - p)[None, :]
+        axes.append((2 * pos + 1) / side - 1)  # (k, out): tap, output position
+    gy, gx = axes
+    kh, kw = kernel
+    grid = torch.stack(
+        (
+            gx[None, :, None, :].expand(kh, kw, out_size[0], out_size[1]),
+            gy[:, None, :, None].expand(kh, kw, out_size[0], out_size[1]),
+        ),
+        dim=-1,
+    )
+    return grid.reshape(kh * kw, out_size[0], out_size[1], 2).to(like.device, like.dtype)
+
+
+class _ModulatedMatmul(torch.autograd.Function):
+    """``weight @ (columns * mask)`` that keeps only ``columns`` and ``mask`` for the backward pass.
+
+    Plain autograd would keep both the sampled columns (for the mask's gradient) and their masked copy
+    (for the weight's): two im2col buffers. Recomputing the product in the backward pass costs one
+    elementwise multiply and keeps the layer's memory at one im2col, as without a mask.
+    Shapes: columns (N, G, C/G, K, L), mask (N, G, 1, K, L), weight (groups, O/groups, C/groups*K).
+    """
+
+    @staticmethod
+    def forward(ctx, columns: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(columns, mask, weight)
+        n, length, groups = columns.shape[0], columns.shape[-1], weight.shape[0]
+        return torch.matmul(weight, (columns * mask).view(n, groups, -1, length))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        columns, mask, weight = ctx.saved_tensors
+        n, length, groups = columns.shape[0], columns.shape[-1], weight.shape[0]
+        grad_columns = grad_mask = grad_weight = None
+        if ctx.needs_input_grad[2]:
+            masked = (columns * mask).view(n, groups, -1, length)
+            grad_weight = torch.matmul(grad_out, masked.transpose(-1, -2)).sum(0)
+            del masked
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_masked = torch.matmul(weight.transpose(-1, -2), grad_out).view(columns.shape)
+            if ctx.needs_input_grad[1]:
+                grad_mask = (grad_masked * columns).sum(2, keepdim=True)
+            if ctx.needs_input_grad[0]:
+                grad_columns = grad_masked.mul_(mask)
+        return grad_columns, grad_mask, grad_weight
+
+
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Deformable convolution (Dai et al. 2017) with given offsets, and the modulated form (Zhu et al.
+    2019, DCNv2) when ``mask`` is given; differentiable in every tensor argument.
+
+    Each kernel tap n of each output position p0 reads the input at p0 + pn + delta_pn by bilinear
+    interpolation, with zeros outside the image. Arguments and layouts, as ``torchvision.ops.deform_conv2d``:
+
+    - ``input`` (N, C, H, W); ``weight`` (O, C/groups, kh, kw), so ``groups`` = C / weight.shape[1];
+    - ``offset`` (N, 2*G*kh*kw, Hout, Wout): for each offset group g (a block of C/G consecutive input
+      channels that share offsets), for each tap in row-major order, (dy, dx) in pixels. G is read
+      from the shape;
+    - ``mask`` (N, G*kh*kw, Hout, Wout), same group/tap order: multiplies each sampled value.
+
+    How: ``grid_sample`` (bilinear, zero padding, ``align_corners=False``) reads every input channel at
+    the K = kh*kw deformed grids at once, giving the im2col columns (N, C*K, Hout*Wout) in one buffer;
+    one batched matmul with the weight finishes the convolution. That buffer, kept for the weight's
+    gradient, is the layer's memory cost: the same as an unfold-based convolution. ``grid_sample`` was
+    chosen over gathering the four corners by hand: on CPU its fused forward and backward were faster.
+    """
+    if input.dim() != 4 or weight.dim() != 4:
+        raise ValueError(f"expected 4-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")
+    stride, padding, dilation = (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
+    n, channels, height, width = input.shape
+    out_ch, group_ch, kh, kw = weight.shape
+    taps = kh * kw
+    if channels % group_ch or out_ch % (channels // group_ch):
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit an input of {channels} channels")
+    groups = channels // group_ch
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    offset_groups = offset.shape[1] // (2 * taps) if offset.dim() == 4 else 0
+    if (
+        offset_groups < 1
+        or channels % offset_groups
+        or tuple(offset.shape) != (n, 2 * offset_groups * taps, out_h, out_w)
+    ):
+        raise ValueError(
+            f"offset must be (N, 2*offset_groups*{taps}, {out_h}, {out_w}) with offset_groups dividing "
+            f"{channels}, got {tuple(offset.shape)}"
+        )
+    if mask is not None and tuple(mask.shape) != (n, offset_groups * taps, out_h, out_w):
+        raise ValueError(
+            f"mask must be ({n}, {offset_groups * taps}, {out_h}, {out_w}), got {tuple(mask.shape)}"
+        )
+
+    # Sampling grid: the regular grid plus the offsets, scaled to grid_sample's [-1, 1] (x first).
+    base = _base_grid((height, width), (kh, kw), (out_h, out_w), stride, padding, dilation, offset)
+    off = offset.view(n * offset_groups, taps, 2, out_h, out_w)
+    grid = torch.stack((off[:, :, 1] * (2 / width), off[:, :, 0] * (2 / height)), dim=-1).add_(base)
+    columns = F.grid_sample(
+        input.reshape(n * offset_groups, channels // offset_groups, height, width),
+        grid.view(n * offset_groups, taps * out_h, out_w, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # (N*G, C/G, K*Hout, Wout): the columns, channel-major then tap, as weight.view(O, -1) reads them
+    length = out_h * out_w
+    w = weight.reshape(groups, out_ch // groups, group_ch * taps)
+    if mask is None:
+        out = torch.matmul(w, columns.view(n, groups, group_ch * taps, length))
+    else:
+        out = _ModulatedMatmul.apply(
+            columns.view(n, offset_groups, channels // offset_groups, taps, length),
+            mask.view(n, offset_groups, 1, taps, length),
+            w,
+        )
+    out = out.reshape(n, out_ch, out_h, out_w)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+class DeformConv2d(nn.Module):
+    """Deformable convolution (Dai et al., "Deformable Convolutional Networks", ICCV 2017), and with
+    ``modulated=True`` its DCNv2 form (Zhu et al., "Deformable ConvNets v2", CVPR 2019): a drop-in
+    replacement for ``nn.Conv2d`` (same arguments, ``weight`` (O, C/groups, kh, kw) and ``bias``, same
+    default initialization) that owns its offset branch.
+
+    Children: ``offset``, a conv with the main conv's kernel, stride, padding and dilation on the same
+    input, predicting 2 offsets (dy, dx) per tap per offset group in ``torchvision.ops.deform_conv2d``'s
+    channel order (for each offset group, for each tap in row-major order, dy then dx); and, if
+    modulated, ``mask``, a second such conv predicting one modulation scalar per tap per offset group.
+    Both start at zero (weight and bias), so a new layer computes exactly the plain convolution.
+
+    Difference from DCNv2: the modulation is ``mask_scale * sigmoid(z)`` with ``mask_scale`` = 2, in
+    (0, 2), instead of ``sigmoid(z)``, so the zero-initialized mask branch starts at exactly 1 (the plain
+    convolution) rather than at 0.5. Set ``mask_scale = 1.0`` for DCNv2's own form (e.g. to use weights
+    trained with it). A checkpoint whose offset conv is one 3K-channel conv (offsets, then masks) maps
+    here by splitting it at channel 2K.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        offset_groups: int = 1,
+        modulated: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels and out_channels")
+        if in_channels % offset_groups:
+            raise ValueError(f"offset_groups={offset_groups} must divide in_channels={in_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups, self.offset_groups, self.modulated = groups, offset_groups, modulated
+        self.mask_scale = 2.0
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()  # before the branches: the same random draws as nn.Conv2d's
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        branch = dict(kernel_size=self.kernel_size, stride=stride, padding=padding, dilation=dilation)
+        self.offset = nn.Conv2d(in_channels, 2 * offset_groups * taps, **branch)
+        self.mask = nn.Conv2d(in_channels, offset_groups * taps, **branch) if modulated else None
+        self.reset_offsets()
+
+    def reset_parameters(self) -> None:
+        """The main weight and bias as ``nn.Conv2d.reset_parameters`` draws them."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def reset_offsets(self) -> None:
+        """Zero the offset (and mask) branch: the layer then computes the plain convolution."""
+        for conv in (self.offset, self.mask):
+            if conv is not None:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+
+    def offsets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The offsets (N, 2*G*K, Hout, Wout) and modulation (N, G*K, Hout, Wout) or None, for ``x``:
+        what the layer samples with, for analyses that draw the deformed grid."""
+        mask = self.mask_scale * torch.sigmoid(self.mask(x)) if self.mask is not None else None
+        return self.offset(x), mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset, mask = self.offsets(x)
+        return deform_conv2d(
+            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
+        )
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.offset_groups != 1:
+            s += f", offset_groups={self.offset_groups}"
+        if self.modulated:
+            s += ", modulated=True"
+        return s + ("" if self.bias is not None else ", bias=False")
