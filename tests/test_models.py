@@ -121,7 +121,8 @@ def test_unexpected_keyword_is_a_user_error():
 
 
 def test_list_models_filters_and_registration_is_unique():
-    assert cnnlab.list_models("plain*") == ["plain110", "plain20", "plain32", "plain44", "plain56"]
+    assert cnnlab.list_models("plain*") == ["plain20", "plain32", "plain44", "plain56", "plain110"]
+    assert cnnlab.list_models("resnet1*") == ["resnet18", "resnet101", "resnet110", "resnet152"]
     with pytest.raises(ValueError, match="twice"):
 
         @register

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any
 
@@ -82,17 +83,41 @@ def cmd_models(args: argparse.Namespace) -> None:
     from .models import describe_models
 
     rows = describe_models(args.pattern)
+    if not rows:
+        raise CnnlabError(f"no model matches {args.pattern!r}; see `cnnlab models`")
     if args.json:
         print_json({"models": rows})
         return
+    console = Console()
+    if len(rows) == 1:  # one model: the whole paragraph
+        r = rows[0]
+        console.print(
+            f"[bold]{r['name']}[/bold] ({r['family']}): {r['params']:,} parameters for 1000 classes; "
+            f"input {'x'.join(map(str, r['default_input_size']))}, at least "
+            f"{r['min_input_size']}x{r['min_input_size']}\n{r['description']}",
+            highlight=False,
+        )
+        return
     table = Table(title=f"{len(rows)} models (parameters for 1000 classes, 3 channels)")
-    for col, justify in (("name", "left"), ("family", "left"), ("params", "right"), ("min input", "right")):
+    for col, justify in (
+        ("name", "left"),
+        ("family", "left"),
+        ("params", "right"),
+        ("min input", "right"),
+        ("description", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
+        first_sentence = re.split(r"(?<!et al)\.\s", r["description"], maxsplit=1)[0].rstrip(".") + "."
         table.add_row(
-            r["name"], r["family"], f"{r['params']:,}", f"{r['min_input_size']}x{r['min_input_size']}"
+            r["name"],
+            r["family"],
+            f"{r['params']:,}",
+            f"{r['min_input_size']}x{r['min_input_size']}",
+            first_sentence,
         )
-    Console().print(table)
+    console.print(table)
+    console.print("`cnnlab models NAME` prints one model's description in full.")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -144,7 +169,11 @@ def build_parser() -> Parser:
         "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
     )
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
-    p.add_argument("--image-size", type=int, help="resize every image to this side (e.g. 64 for models that need more than 28x28)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize every image to this side (e.g. 64 for models that need more than 28x28)",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
 import sys
 from collections.abc import Callable
 
@@ -34,9 +35,14 @@ def register(fn: Builder) -> Builder:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted, optionally filtered by a shell pattern such as ``"resnet*"``."""
-    names = sorted(_MODELS)
+    """Registered names in natural order, optionally filtered by a shell pattern such as ``"resnet*"``."""
+    names = sorted(_MODELS, key=_natural_key)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def _natural_key(name: str) -> list[object]:
+    """resnet18 before resnet101: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def closest_models(name: str, n: int = 3) -> list[str]:

@@ -215,8 +215,9 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     with TrainProgress(epochs, live=live, quiet=quiet) as progress:
         recipe = "indexing the training set" if opt is None else f"lr {lr:g}, batch {config.batch_size}"
         progress.print(
-            f"training {config.model} ({params:,} parameters) on {data!r}; run directory {run_dir}; "
-            f"{device}, {precision_name(dtype)}, {recipe}"
+            f"training {config.model} ({params:,} parameters) on {data.name}: {len(data.train_labels):,} "
+            f"training and {len(data.test_labels):,} test images of {'x'.join(map(str, input_size))}, "
+            f"{data.num_classes} classes; {device}, {precision_name(dtype)}, {recipe}; writing {run_dir}"
         )
         for epoch in range(1, epochs + 1):
             progress.start_epoch(
