@@ -161,36 +161,52 @@ def _base_grid(
     return grid.reshape(kh * kw, out_size[0], out_size[1], 2).to(like.device, like.dtype)
 
 
+def _quarters(n: int) -> list[slice]:
+    """A batch of n in four slices (fewer if n < 4)."""
+    step = max(1, -(-n // 4))
+    return [slice(i, i + step) for i in range(0, n, step)]
+
+
 class _ModulatedMatmul(torch.autograd.Function):
     """``weight @ (columns * mask)`` that keeps only ``columns`` and ``mask`` for the backward pass.
 
     Plain autograd would keep both the sampled columns (for the mask's gradient) and their masked copy
     (for the weight's): two im2col buffers. Recomputing the product in the backward pass costs one
-    elementwise multiply and keeps the layer's memory at one im2col, as without a mask.
+    elementwise multiply and keeps the layer's memory at one im2col, as without a mask; products with
+    the columns are formed a quarter of the batch at a time, so their temporaries stay small.
     Shapes: columns (N, G, C/G, K, L), mask (N, G, 1, K, L), weight (groups, O/groups, C/groups*K).
     """
 
     @staticmethod
     def forward(ctx, columns: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(columns, mask, weight)
-        n, length, groups = columns.shape[0], columns.shape[-1], weight.shape[0]
-        return torch.matmul(weight, (columns * mask).view(n, groups, -1, length))
+        groups = weight.shape[0]
+        # (n, G, C/G, K, L) -> (n, groups, C/groups*K, L), a quarter of the batch at a time
+        return torch.cat(
+            [
+                torch.matmul(weight, (columns[c] * mask[c]).flatten(1, 3).unflatten(1, (groups, -1)))
+                for c in _quarters(columns.shape[0])
+            ]
+        )
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         columns, mask, weight = ctx.saved_tensors
-        n, length, groups = columns.shape[0], columns.shape[-1], weight.shape[0]
+        groups, chunks = weight.shape[0], _quarters(columns.shape[0])
+        need_columns, need_mask, need_weight = ctx.needs_input_grad
         grad_columns = grad_mask = grad_weight = None
-        if ctx.needs_input_grad[2]:
-            masked = (columns * mask).view(n, groups, -1, length)
-            grad_weight = torch.matmul(grad_out, masked.transpose(-1, -2)).sum(0)
-            del masked
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        if need_weight:
+            # (n, G, C/G, K, L) -> (n, groups, C/groups*K, L), transposed for the weight's gradient
+            masked = ((columns[c] * mask[c]).flatten(1, 3).unflatten(1, (groups, -1)).mT for c in chunks)
+            grad_weight = sum(
+                torch.matmul(grad_out[c], m).sum(0) for c, m in zip(chunks, masked, strict=True)
+            )
+        if need_columns or need_mask:
             grad_masked = torch.matmul(weight.transpose(-1, -2), grad_out).view(columns.shape)
-            if ctx.needs_input_grad[1]:
-                grad_mask = (grad_masked * columns).sum(2, keepdim=True)
-            if ctx.needs_input_grad[0]:
+            if need_mask:
+                grad_mask = torch.cat([(grad_masked[c] * columns[c]).sum(2, keepdim=True) for c in chunks])
+            if need_columns:
                 grad_columns = grad_masked.mul_(mask)
         return grad_columns, grad_mask, grad_weight
 
@@ -217,11 +233,16 @@ def deform_conv2d(
       from the shape;
     - ``mask`` (N, G*kh*kw, Hout, Wout), same group/tap order: multiplies each sampled value.
 
-    How: ``grid_sample`` (bilinear, zero padding, ``align_corners=False``) reads every input channel at
-    the K = kh*kw deformed grids at once, giving the im2col columns (N, C*K, Hout*Wout) in one buffer;
-    one batched matmul with the weight finishes the convolution. That buffer, kept for the weight's
-    gradient, is the layer's memory cost: the same as an unfold-based convolution. ``grid_sample`` was
-    chosen over gathering the four corners by hand: on CPU its fused forward and backward were faster.
+    How: ``grid_sample`` (bilinear, zero padding, ``align_corners=False``, pixel i's centre at
+    (2i + 1)/size - 1) reads every input channel at the K = kh*kw deformed grids in one call, giving the
+    im2col columns (N, C*K, Hout*Wout) in one buffer; one batched matmul with the weight finishes the
+    convolution. That buffer, kept for the weight's gradient, is the layer's memory cost, as for an
+    unfold-based convolution; no per-tap copies are made. On CPU ``grid_sample`` beat gathering the
+    four corners by hand: 3x faster than channel-first ``gather``; a channels-last ``embedding_bag``
+    with a sparse transpose for the backward pass was 10% faster at 64 channels but twice as slow at 16.
+    Precision: positions pass through grid_sample's normalization, so in float32 a sample lands within
+    about size * 6e-8 pixels of where it should (exact in float64 to ~1e-15): at zero offsets the
+    layer equals the plain convolution to ~1e-6 relative at 32 pixels, ~1e-5 at 224.
     """
     if input.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"expected 4-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")
@@ -248,6 +269,8 @@ def deform_conv2d(
             f"offset must be (N, 2*offset_groups*{taps}, {out_h}, {out_w}) with offset_groups dividing "
             f"{channels}, got {tuple(offset.shape)}"
         )
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"input {height}x{width} is smaller than the {kh}x{kw} kernel's dilated extent")
     if mask is not None and tuple(mask.shape) != (n, offset_groups * taps, out_h, out_w):
         raise ValueError(
             f"mask must be ({n}, {offset_groups * taps}, {out_h}, {out_w}), got {tuple(mask.shape)}"
@@ -255,7 +278,7 @@ def deform_conv2d(
 
     # Sampling grid: the regular grid plus the offsets, scaled to grid_sample's [-1, 1] (x first).
     base = _base_grid((height, width), (kh, kw), (out_h, out_w), stride, padding, dilation, offset)
-    off = offset.view(n * offset_groups, taps, 2, out_h, out_w)
+    off = offset.reshape(n * offset_groups, taps, 2, out_h, out_w)
     grid = torch.stack((off[:, :, 1] * (2 / width), off[:, :, 0] * (2 / height)), dim=-1).add_(base)
     columns = F.grid_sample(
         input.reshape(n * offset_groups, channels // offset_groups, height, width),
@@ -271,7 +294,7 @@ def deform_conv2d(
     else:
         out = _ModulatedMatmul.apply(
             columns.view(n, offset_groups, channels // offset_groups, taps, length),
-            mask.view(n, offset_groups, 1, taps, length),
+            mask.reshape(n, offset_groups, 1, taps, length),
             w,
         )
     out = out.reshape(n, out_ch, out_h, out_w)
@@ -322,7 +345,10 @@ class DeformConv2d(nn.Module):
         self.groups, self.offset_groups, self.modulated = groups, offset_groups, modulated
         self.mask_scale = 2.0
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        if bias:
+            self.bias: nn.Parameter | None = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()  # before the branches: the same random draws as nn.Conv2d's
         taps = self.kernel_size[0] * self.kernel_size[1]
         branch = dict(kernel_size=self.kernel_size, stride=stride, padding=padding, dilation=dilation)

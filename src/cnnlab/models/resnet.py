@@ -11,6 +11,10 @@ Two families from the paper, built by one class:
   channels (option A). The ``plain`` twins are the same networks with the shortcuts removed, as in
   the paper's degradation experiment (Figure 6).
 
+Deformable variants (Dai et al., "Deformable Convolutional Networks", ICCV 2017) make every 3x3 conv
+of the last stage deformable, as the paper does for ResNet-101's conv5 stage; the offsets start at
+zero, so training begins from the plain network.
+
 SE variants (Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018) put an SE block at the end
 of every residual branch, before the addition, with reduction r = 16; the reduced width C/r is
 rounded to a multiple of 8 (at least 8) as timm's ``seresnet`` does, so the counts equal timm's.
@@ -27,14 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import SEBlock
+from ..layers import DeformConv2d, SEBlock
 from .registry import register
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, deformable: bool = False) -> nn.Module:
     if deformable:
-        from ..layers import DeformConv2d
-
         return DeformConv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
     return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
 
@@ -229,15 +231,15 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for name, m in self.named_modules():
-            # Deformable convs keep their own init: offsets start at zero so they begin as plain convs.
-            if isinstance(m, nn.Conv2d) and not name.endswith((".offset", ".mask")):
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, DeformConv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif type(m).__name__ == "DeformConv2d":
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():
+            if isinstance(m, DeformConv2d):  # zero offsets: each deformable conv starts as a plain one
+                m.reset_offsets()
         if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017)
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
@@ -427,3 +429,19 @@ def se_resnet110(**kwargs) -> ResNet:
     """SE-ResNet-110 for 32x32 images: ResNet-110 with squeeze-and-excitation (reduction 16), the
     network of the SE paper's CIFAR experiments."""
     return cifar_resnet(110, se_reduction=16, **kwargs)
+
+
+# Deformable ResNets (Dai et al. 2017): the 3x3 convs of the last stage sample on a learned grid.
+@register
+def dcn_resnet50(**kwargs) -> ResNet:
+    """Deformable ResNet-50 (Dai et al. 2017): ResNet-50 whose three 3x3 convs in the last stage are
+    deformable convolutions with a learned 2D offset per kernel tap, sampled bilinearly; the offsets
+    start at zero, so it begins as ResNet-50."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], deform_stages=(4,), **kwargs)
+
+
+@register
+def dcn_resnet20(**kwargs) -> ResNet:
+    """Deformable ResNet-20 for 32x32 images: ResNet-20 whose six 3x3 convs in the last stage (64
+    channels) are deformable convolutions with learned offsets, zero at the start."""
+    return cifar_resnet(20, deform_stages=(3,), **kwargs)
