@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 import cnnlab
-from cnnlab.layers import SEBlock
-from cnnlab.models.resnet import se_width
+from cnnlab.layers import SEBlock, make_divisible
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,7 +36,10 @@ def test_se_resnet_params_equal_timm(name, params):
 def test_cifar_se_resnet_adds_only_the_se_weights(depth, params):
     # Every block has SE on C channels with a reduced width w: 2*C*w + w + C weights each.
     n = (depth - 2) // 6
-    extra = sum(n * (2 * c * se_width(c, 16) + se_width(c, 16) + c) for c in (16, 32, 64))
+    extra = sum(
+        n * (2 * c * make_divisible(c / 16, round_limit=0.0) + make_divisible(c / 16, round_limit=0.0) + c)
+        for c in (16, 32, 64)
+    )
     assert count_params(f"resnet{depth}", num_classes=10) + extra == params
     assert count_params(f"se_resnet{depth}", num_classes=10) == params
 
@@ -75,8 +77,8 @@ def test_se_block_fits_any_model():
     assert model(torch.randn(2, 3, 9, 9)).shape == (2, 24, 1, 1)
 
 
-def test_se_width_rounds_like_timm():
-    assert [se_width(c, 16) for c in (16, 64, 128, 256, 2048)] == [8, 8, 8, 16, 128]
+def test_se_width_rounds_like_timm():  # C/r to a multiple of 8, at least 8
+    assert [make_divisible(c / 16, round_limit=0.0) for c in (16, 64, 128, 256, 2048)] == [8, 8, 8, 16, 128]
 
 
 def test_se_resnet_has_se_in_every_block_before_the_addition():

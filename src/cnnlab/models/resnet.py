@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DeformConv2d, SEBlock
+from ..layers import DeformConv2d, SEBlock, make_divisible
 from .registry import register
 
 
@@ -43,12 +43,6 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, deformable: bool = False) 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
-
-
-def se_width(channels: int, reduction: int, divisor: int = 8) -> int:
-    """C/r rounded to the nearest multiple of 8, at least 8, as timm's SE-ResNets do: the same as C/r
-    in every bottleneck network, wider in the 64- and 128-channel stages of the narrow ones."""
-    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -77,7 +71,11 @@ class ResidualBlock(nn.Module):
         self, out_ch: int, downsample: nn.Module | None, shortcut: bool, se_reduction: int | None
     ) -> None:
         super().__init__()
-        self.se = SEBlock(out_ch, rd_channels=se_width(out_ch, se_reduction)) if se_reduction else None
+        self.se = (
+            SEBlock(out_ch, rd_channels=make_divisible(out_ch / se_reduction, round_limit=0.0))
+            if se_reduction
+            else None
+        )
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.shortcut = shortcut
