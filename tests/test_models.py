@@ -9,15 +9,10 @@ import torch
 
 import cnnlab
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.models import register
+from cnnlab.models import num_params, register
 from cnnlab.models.resnet import BasicBlock, ZeroPadShortcut
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def count_params(name: str, **kwargs) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in cnnlab.create_model(name, **kwargs).parameters())
 
 
 @pytest.mark.parametrize(
@@ -31,7 +26,7 @@ def count_params(name: str, **kwargs) -> int:
     ],
 )
 def test_imagenet_resnet_params_equal_torchvision(name, params):
-    assert count_params(name) == params
+    assert num_params(name) == params
 
 
 @pytest.mark.parametrize(
@@ -39,9 +34,9 @@ def test_imagenet_resnet_params_equal_torchvision(name, params):
     [(20, 269_722), (32, 464_154), (44, 658_586), (56, 853_018), (110, 1_727_962)],
 )
 def test_cifar_resnet_and_plain_twin_params(depth, params):
-    assert count_params(f"resnet{depth}", num_classes=10) == params
+    assert num_params(f"resnet{depth}", num_classes=10) == params
     # Option-A shortcuts carry no weights, so the plain twin has exactly as many.
-    assert count_params(f"plain{depth}", num_classes=10) == params
+    assert num_params(f"plain{depth}", num_classes=10) == params
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

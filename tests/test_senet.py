@@ -9,13 +9,9 @@ from torch import nn
 
 import cnnlab
 from cnnlab.layers import SEBlock, make_divisible
+from cnnlab.models import num_params
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def count_params(name: str, **kwargs) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in cnnlab.create_model(name, **kwargs).parameters())
 
 
 @pytest.mark.parametrize(
@@ -29,7 +25,7 @@ def count_params(name: str, **kwargs) -> int:
     ],
 )
 def test_se_resnet_params_equal_timm(name, params):
-    assert count_params(name) == params
+    assert num_params(name) == params
 
 
 @pytest.mark.parametrize(("depth", "params"), [(20, 275_506), (56, 870_370), (110, 1_762_666)])
@@ -40,8 +36,8 @@ def test_cifar_se_resnet_adds_only_the_se_weights(depth, params):
         n * (2 * c * make_divisible(c / 16, round_limit=0.0) + make_divisible(c / 16, round_limit=0.0) + c)
         for c in (16, 32, 64)
     )
-    assert count_params(f"resnet{depth}", num_classes=10) + extra == params
-    assert count_params(f"se_resnet{depth}", num_classes=10) == params
+    assert num_params(f"resnet{depth}", num_classes=10) + extra == params
+    assert num_params(f"se_resnet{depth}", num_classes=10) == params
 
 
 def test_se_resnet18_names_and_shapes_equal_timm():

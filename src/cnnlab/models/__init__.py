@@ -4,10 +4,26 @@ which registers its variants with the registry."""
 import importlib
 import pkgutil
 
-from .registry import closest_models, create_model, describe_models, list_models, model_family, register
+from .registry import (
+    closest_models,
+    create_model,
+    describe_models,
+    list_models,
+    model_family,
+    num_params,
+    register,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["closest_models", "create_model", "describe_models", "list_models", "model_family", "register"]
+__all__ = [
+    "closest_models",
+    "create_model",
+    "describe_models",
+    "list_models",
+    "model_family",
+    "num_params",
+    "register",
+]

@@ -110,6 +110,12 @@ def model_description(name: str) -> str:
     return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 
 
+def num_params(name: str, **kwargs: object) -> int:
+    """Parameters of a registered model, counted on the meta device: instant, even for the largest."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name, **kwargs).parameters())
+
+
 def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
     """Name, family, parameters (1000 classes, 3 channels) and minimum input of each model.
 
