@@ -104,3 +104,31 @@ def test_predict_unreadable_image_is_one_line(cli, trained_run, tmp_path):
     bad.write_text("this is not an image")
     assert_one_line_error(cli("predict", str(trained_run), str(bad)), "notes.png")
     assert_one_line_error(cli("predict", str(trained_run), str(tmp_path / "missing.png")), "missing.png")
+
+
+def test_knn_trains_by_storing_the_training_set(cli, tmp_path):
+    out = tmp_path / "knn"
+    proc = cli(
+        "train", "--model", "knn", "--model-arg", "metric=cosine", "--model-arg", "k=3", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "training set stored" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_kwargs"] == {"metric": "cosine", "k": 3} and config["train"]["epochs"] == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["test_acc"] > 0.9  # k-NN on raw digits; chance is 0.1
+    evaluated = json.loads(cli("eval", str(out), "--json").stdout)
+    assert evaluated["test_acc"] == result["test_acc"]  # the stored set came back with the weights
+
+
+def test_linear_trains_without_random_crops(cli, tmp_path):
+    out = tmp_path / "linear"
+    proc = cli("train", "--model", "linear", "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["train"]["padding"] == 0
+
+
+@pytest.mark.parametrize(("arg", "needle"), [("cosine", "KEY=VALUE"), ("metrc=cosine", "unexpected keyword")])
+def test_bad_model_arg_is_one_line(cli, tmp_path, arg, needle):
+    assert_one_line_error(cli("train", "--model", "knn", "--model-arg", arg, cwd=tmp_path), needle)
+    assert not (tmp_path / "runs").exists()

@@ -7,6 +7,7 @@ exactly one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
@@ -25,6 +26,21 @@ class Parser(argparse.ArgumentParser):
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """``["k=5", "metric=cosine"]`` -> ``{"k": 5, "metric": "cosine"}``: numbers, booleans and None
+    are read as Python literals, anything else stays a string."""
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CnnlabError(f"--model-arg takes KEY=VALUE, e.g. --model-arg k=5; got {item!r}")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -49,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         image_size=args.image_size,
         download=not args.no_download,
+        model_kwargs=parse_model_args(args.model_arg),
     )
     fit(config, live=False if args.no_progress else None)
 
@@ -169,6 +186,13 @@ def build_parser() -> Parser:
         "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
     )
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model's builder, e.g. k=5 or metric=cosine for knn (repeatable)",
+    )
     p.add_argument(
         "--image-size",
         type=int,

@@ -43,7 +43,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
-    padding: int | None = None  # random-crop padding; None: an eighth of the image side
+    padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
     out: str | None = None
     precision: str = "auto"
@@ -66,7 +66,7 @@ def default_run_dir(model: str, data: str) -> Path:
     return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int]) -> None:
+def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], device: torch.device) -> None:
     """Fail early, in one line, when the images cannot go through the model."""
     c, h, w = input_size
     min_size = getattr(model, "min_input_size", 1)
@@ -77,7 +77,7 @@ def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int]) -
         )
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(2, c, h, w, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(2, c, h, w, device=device))
     except RuntimeError as e:
         raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {str(e).splitlines()[0]}") from None
     finally:
@@ -173,14 +173,16 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     )
     model = model.to(device)
     input_size = (data.in_chans, *data.image_size)
-    check_input(model, config.model, input_size)
+    check_input(model, config.model, input_size, device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     rundir.check_new_run_dir(run_dir)
 
     nonparametric = getattr(model, "is_nonparametric", False)
     epochs = 1 if nonparametric else config.epochs  # storing the training set twice would change nothing
     lr = config.lr if config.lr is not None else default_lr(config.batch_size)
-    padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8)
+    # Random crops teach translation invariance; a model without it (one weight per pixel) only loses.
+    crops = getattr(model, "translation_invariant", True)
+    padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8) * crops
     steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
     opt = None
     if not nonparametric:
@@ -234,7 +236,8 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
                     model, data, plan, normalize, opt, config, device, dtype, progress, epoch
                 )
             train_seconds = time.perf_counter() - epoch_start
-            test = evaluate(model, data.test_images, data.test_labels, normalize, device, dtype)
+            # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
+            test = evaluate(model, data.test_images, data.test_labels, normalize, device)
             rows.append({
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test["loss"],
                 "test_acc": test["top1"], "test_top5": test["top5"],

@@ -3,6 +3,7 @@ otherwise (logs, CI, pipes)."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 from rich.console import Console
@@ -24,12 +25,16 @@ class SpeedColumn(ProgressColumn):
 
 
 def format_epoch(row: dict[str, float], epochs: int) -> str:
+    train = (
+        "training set stored"  # k-NN: no loss to report
+        if math.isnan(row["train_loss"])
+        else f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.2f}%"
+    )
     return (
-        f"epoch {int(row['epoch']):>{len(str(epochs))}}/{epochs}  "
-        f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.2f}%  "
+        f"epoch {int(row['epoch']):>{len(str(epochs))}}/{epochs}  {train}  "
         f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:5.2f}% "
-        f"top5 {100 * row['test_top5']:5.2f}%  "
-        f"lr {row['lr']:.4f}  {row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s"
+        f"top5 {100 * row['test_top5']:5.2f}%  lr {row['lr']:.4f}  {row['seconds']:.1f}s  "
+        f"{row['images_per_s']:,.0f} img/s"
     )
 
 

@@ -1,0 +1,156 @@
+"""AlexNet: Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep Convolutional Neural
+Networks", NIPS 2012.
+
+Five convolutional layers (the first 11x11 with stride 4), overlapping 3x3/2 max pooling after the
+first, second and fifth, ReLU everywhere, then three fully connected layers (4096, 4096, classes)
+with dropout 0.5 on the two hidden ones. One class builds two variants:
+
+* ``alexnet``: the single-tower network torchvision ships (Krizhevsky's later "one weird trick"
+  widths 64-192-384-256-256, padding 2 in conv1, no LRN, no groups, dropout placed *before* fc6
+  and fc7, PyTorch's default initialization). Its state_dict (``features.N``, ``avgpool``,
+  ``classifier.N``) equals torchvision's, 61,100,840 parameters.
+* ``alexnet_paper``: the 2012 network as Section 3 and Figure 2 describe it: 96-256-384-384-256
+  filters, Local Response Normalization (k=2, n=5, alpha=1e-4, beta=0.75) after the ReLU of conv1
+  and conv2 and before their pooling, the two-GPU split written as grouped convolutions (groups=2 in
+  conv2, conv4 and conv5, where a GPU only sees its own half of the previous layer; conv3 and the
+  FC layers connect across both), dropout on the outputs of fc6 and fc7, and the paper's
+  initialization (weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere).
+  60,965,224 parameters.
+
+What differs from the paper: (1) the input is 227x227, not the 224x224 the text states: with an
+11x11/4 conv and no padding only 227 gives the 55x55 maps of Figure 2 (the known off-by-three of the
+paper, and the size Caffe's reference model uses); (2) an adaptive average pool to 6x6 sits before
+the classifier, as in torchvision, so smaller images (e.g. digits resized to 64x64) still reach the
+9216-input fc6; at 227x227 the map is already 6x6 and the pool is the identity; (3) LRN runs over
+all 96 (256) maps, while each GPU of the paper normalized only its own half: they differ only at the
+two maps each side of the tower boundary; (4) no PCA colour augmentation or test-time 10-crop
+averaging, which belong to the data pipeline, not the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers import LocalResponseNorm
+from .registry import register
+
+# (kernel, stride, padding) of conv2..conv5; conv1's is a variant's number.
+LATER_CONVS = ((5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))
+POOL_AFTER = (0, 1, 4)  # conv1, conv2 and conv5 are followed by 3x3/2 max pooling
+POOL = (3, 2)
+
+
+def smallest_input(convs: Sequence[tuple[int, int, int]]) -> int:
+    """The smallest side for which every conv and pooling output is at least 1x1."""
+    for size in range(1, 4096):
+        s = size
+        for i, (k, stride, pad) in enumerate(convs):
+            s = (s + 2 * pad - k) // stride + 1
+            if s < 1:
+                break
+            if i in POOL_AFTER:
+                s = (s - POOL[0]) // POOL[1] + 1
+                if s < 1:
+                    break
+        else:
+            return size
+    raise ValueError("no input size up to 4096 fits these convolutions")
+
+
+class AlexNet(nn.Module):
+    """AlexNet from its widths, conv1 geometry, groups per conv and the paper's options.
+
+    ``lrn`` inserts LocalResponseNorm after the ReLU of conv1 and conv2; ``groups[i]`` splits conv
+    i+1 into towers; ``dropout_after_fc`` puts dropout on the outputs of fc6 and fc7 (the paper)
+    rather than on their inputs (torchvision); ``paper_init`` uses the paper's N(0, 0.01) weights
+    and unit biases in conv2, conv4, conv5, fc6 and fc7.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 192, 384, 256, 256),
+        conv1: tuple[int, int, int] = (11, 4, 2),
+        groups: Sequence[int] = (1, 1, 1, 1, 1),
+        lrn: bool = False,
+        dropout_after_fc: bool = False,
+        paper_init: bool = False,
+        hidden: int = 4096,
+        dropout: float = 0.5,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        default_size: int = 224,
+    ) -> None:
+        super().__init__()
+        convs = (conv1, *LATER_CONVS)
+        layers: list[nn.Module] = []
+        in_ch = in_chans
+        for i, ((k, stride, pad), width, g) in enumerate(zip(convs, widths, groups, strict=True)):
+            conv = nn.Conv2d(in_ch, width, k, stride=stride, padding=pad, groups=g)
+            layers += [conv, nn.ReLU(inplace=True)]
+            if lrn and i < 2:
+                layers.append(LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+            if i in POOL_AFTER:
+                layers.append(nn.MaxPool2d(*POOL))
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        fc6, fc7, fc8 = (
+            nn.Linear(in_ch * 36, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, num_classes),
+        )
+        if dropout_after_fc:
+            head = [fc6, nn.ReLU(inplace=True), nn.Dropout(dropout), fc7, nn.ReLU(inplace=True)]
+            head += [nn.Dropout(dropout), fc8]
+        else:
+            head = [nn.Dropout(dropout), fc6, nn.ReLU(inplace=True), nn.Dropout(dropout), fc7]
+            head += [nn.ReLU(inplace=True), fc8]
+        self.classifier = nn.Sequential(*head)
+        self.min_input_size = smallest_input(convs)
+        self.default_input_size = (in_chans, default_size, default_size)
+        if paper_init:
+            self._init_as_paper()
+
+    def _init_as_paper(self) -> None:
+        # Section 5: unit biases feed the ReLUs positive inputs early on, which the authors found
+        # speeds up the start of learning; they are in conv2, conv4, conv5 and the hidden FC layers.
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        if convs[0].weight.is_meta:  # no values to set; and normal_ on meta costs a 3 s first import
+            return
+        unit_bias = {convs[1], convs[3], convs[4], fcs[0], fcs[1]}
+        for layer in convs + fcs:
+            nn.init.normal_(layer.weight, 0.0, 0.01)
+            nn.init.constant_(layer.bias, 1.0 if layer in unit_bias else 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+@register
+def alexnet(**kwargs) -> AlexNet:
+    """AlexNet as torchvision ships it (Krizhevsky 2014 widths 64-192-384-256-256, one tower, no LRN),
+    5 convs and 3 FC layers, adaptive 6x6 average pool, dropout 0.5; torchvision's names and weights
+    layout (61.1M parameters), 224x224 input."""
+    return AlexNet(**kwargs)
+
+
+@register
+def alexnet_paper(**kwargs) -> AlexNet:
+    """AlexNet as in the 2012 paper: 96 11x11/4 filters, LRN after conv1 and conv2, overlapping 3x3/2
+    max pooling, the two-GPU split as groups=2 in conv2, conv4 and conv5, FC 4096-4096 with dropout
+    0.5, N(0, 0.01) weights and unit biases in conv2/4/5 and fc6/7; 227x227 input (61.0M parameters)."""
+    return AlexNet(
+        widths=(96, 256, 384, 384, 256),
+        conv1=(11, 4, 0),
+        groups=(1, 2, 1, 2, 2),
+        lrn=True,
+        dropout_after_fc=True,
+        paper_init=True,
+        default_size=227,
+        **kwargs,
+    )
