@@ -191,6 +191,8 @@ class DenseNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)  # fan-in, as torchvision
