@@ -6,6 +6,7 @@ import torch
 import cnnlab
 from cnnlab.layers import DeformConv2d
 from cnnlab.models import num_params
+from cnnlab.train.schedule import make_optimizer
 
 
 @pytest.mark.parametrize(
@@ -44,3 +45,28 @@ def test_offsets_learn():
     loss.backward()
     offset = model.layer3[0].conv1.offset.weight
     assert offset.grad is not None and offset.grad.abs().sum() > 0
+
+
+def test_offsets_train_at_a_tenth_of_the_rate():
+    model = cnnlab.create_model("dcn_resnet20", num_classes=10)
+    optimizer, _ = make_optimizer(model, 0.1, 0.9, 5e-4, "cosine", total_steps=10, warmup_steps=0)
+    base, offsets = optimizer.param_groups
+    assert base["lr"] == pytest.approx(10 * offsets["lr"])
+    offset_params = {
+        id(p) for m in model.modules() if isinstance(m, DeformConv2d) for p in m.offset.parameters()
+    }
+    assert {id(p) for p in offsets["params"]} == offset_params
+    assert len(base["params"]) + len(offsets["params"]) == len(list(model.parameters()))
+
+
+def test_deformable_layer_samples_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    layer = DeformConv2d(4, 4, 3, padding=1)
+    torch.nn.init.normal_(
+        layer.offset.weight, std=0.3
+    )  # fractional offsets, where bf16 positions would drift
+    x = torch.randn(1, 4, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.bfloat16())
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, layer(x.bfloat16().float()), atol=1e-5)

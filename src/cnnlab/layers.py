@@ -314,6 +314,9 @@ def deform_conv2d(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+OFFSET_LR_SCALE = 0.1
+
+
 class DeformConv2d(nn.Module):
     """Deformable convolution (Dai et al., "Deformable Convolutional Networks", ICCV 2017), and with
     ``modulated=True`` its DCNv2 form (Zhu et al., "Deformable ConvNets v2", CVPR 2019): a drop-in
@@ -325,6 +328,10 @@ class DeformConv2d(nn.Module):
     channel order (for each offset group, for each tap in row-major order, dy then dx); and, if
     modulated, ``mask``, a second such conv predicting one modulation scalar per tap per offset group.
     Both start at zero (weight and bias), so a new layer computes exactly the plain convolution.
+
+    The offset and mask parameters carry ``lr_scale = 0.1``, which cnnlab's optimizer honours: the
+    paper trains them at the full rate (beta = 1) when fine-tuning detectors, but from scratch at lr
+    0.1 full-rate offsets diverge.
 
     Difference from DCNv2: the modulation is ``mask_scale * sigmoid(z)`` with ``mask_scale`` = 2, in
     (0, 2), instead of ``sigmoid(z)``, so the zero-initialized mask branch starts at exactly 1 (the plain
@@ -367,6 +374,10 @@ class DeformConv2d(nn.Module):
         branch = dict(kernel_size=self.kernel_size, stride=stride, padding=padding, dilation=dilation)
         self.offset = nn.Conv2d(in_channels, 2 * offset_groups * taps, **branch)
         self.mask = nn.Conv2d(in_channels, offset_groups * taps, **branch) if modulated else None
+        for p in [*self.offset.parameters(), *(self.mask.parameters() if self.mask is not None else [])]:
+            # Trained from scratch at a ResNet learning rate, full-rate offsets run away within two
+            # epochs (measured on mnist5k at lr 0.1); the optimizer gives them a tenth of the rate.
+            p.lr_scale = OFFSET_LR_SCALE  # type: ignore[attr-defined]
         self.reset_offsets()
 
     def reset_parameters(self) -> None:
@@ -391,10 +402,14 @@ class DeformConv2d(nn.Module):
         return self.offset(x), mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset, mask = self.offsets(x)
-        return deform_conv2d(
-            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
-        )
+        # Sampling positions are coordinates: in bf16 (3 significant digits) they would wander by a
+        # good fraction of a pixel, so the whole layer runs in fp32 whatever autocast says.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 up, float64 kept
+            offset, mask = self.offsets(x)
+            return deform_conv2d(
+                x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
+            )
 
     def extra_repr(self) -> str:
         s = (

@@ -48,6 +48,16 @@ def make_optimizer(
     total_steps: int,
     warmup_steps: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    # Parameters may ask for a fraction of the rate (``p.lr_scale``, e.g. deformable offsets): one group
+    # per scale, each following the same schedule.
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        groups.setdefault(getattr(p, "lr_scale", 1.0), []).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": params, "lr": lr * scale} for scale, params in groups.items()],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, total_steps, warmup_steps))
     return optimizer, scheduler
