@@ -26,6 +26,9 @@ def test_models_json_lists_the_resnets_with_counts(cli):
     rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
     assert rows["resnet50"]["params"] == 25_557_032 and rows["resnet50"]["family"] == "resnet"
     assert rows["resnet18"]["min_input_size"] == 32 and "plain110" in rows
+    # Every variant is described in its own paragraph, not by its family's citation.
+    descriptions = [r["description"] for r in rows.values()]
+    assert len(set(descriptions)) == len(rows) and min(map(len, descriptions)) > 40
 
 
 def test_summary_json_has_params_and_layers(cli):
