@@ -135,7 +135,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise DataError(
             f"CIFAR file {path} is missing, so {path.parent} is incomplete: delete that folder and "
-            "load again from the archive (or with download=True)"
+            "load again from the archive (or let cnnlab download it)"
         ) from e
     except Exception as e:  # a malformed pickle can raise almost anything; none of it is a bug here
         raise DataError(f"cannot read CIFAR file {path}: {type(e).__name__}: {e}; it is corrupt") from e
@@ -248,7 +248,7 @@ def _locate(root: Path, v: _Variant, download: bool) -> Path:
     if not download:
         raise DataError(
             f"{v.title} not found in {root}: download {v.url} (md5 {v.md5}) and put it in {root}, "
-            "or pass download=True"
+            "or let cnnlab download it (without --no-download; download=True in Python)"
         )
     archive = download_file(v.url, root / v.archive, v.md5)
     return _extract(archive, root, v)
