@@ -1,5 +1,5 @@
-"""A model's summary: parameters, output shape, and a per-layer table, computed on the meta device
-so that even the largest model costs no memory and no time."""
+"""A model's summary: parameters, output shape, MACs, receptive fields and a per-layer table, computed
+on the meta device so that even the largest model costs no memory and no time."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import CnnlabError, InputSizeError
 from ..models import create_model
+from .costs import model_costs
 
 
 def parse_input(text: str) -> tuple[int, int, int]:
@@ -30,7 +31,9 @@ def count_params(model: nn.Module) -> int:
 def summarize(
     name: str, input_size: tuple[int, int, int] | None = None, num_classes: int = 1000, **kwargs: Any
 ) -> dict[str, Any]:
-    """Parameters, output shape and one row per leaf layer (name, type, output shape, parameters)."""
+    """Parameters, output shape, MACs, receptive field and one row per leaf layer (name, type, output
+    shape, parameters, MACs, and the receptive field and stride of its output in input pixels: None
+    once the spatial map has been pooled globally or flattened)."""
     with torch.device("meta"):
         model = create_model(
             name, num_classes=num_classes, in_chans=input_size[0] if input_size else 3, **kwargs
@@ -67,6 +70,13 @@ def summarize(
         for h in hooks:
             h.remove()
     total = count_params(model)
+    costs = model_costs(model, input_size)
+    for layer in layers:
+        c = costs["layers"].get(layer["name"])
+        layer["macs"] = c["macs"] if c else 0
+        spatial = c is not None and c["rf"].spatial
+        layer["receptive_field"] = c["rf"].size if spatial else None
+        layer["stride"] = c["rf"].stride if spatial else None
     return {
         "model": name,
         "input": list(input_size),
@@ -74,5 +84,8 @@ def summarize(
         "params": total,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "min_input_size": min_size,
+        "macs": costs["macs"],
+        "receptive_field": costs["receptive_field"],
+        "stride": costs["stride"],
         "layers": layers,
     }
