@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import re
 import sys
@@ -46,24 +47,10 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, fit
 
+    # Every flag of `train` is named after the TrainConfig field it sets.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(
-        model=args.model,
-        data=args.data,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing,
-        padding=args.padding,
-        seed=args.seed,
-        out=args.out,
-        precision=args.precision,
-        device=args.device,
-        image_size=args.image_size,
+        **{k: v for k, v in vars(args).items() if k in fields},
         download=not args.no_download,
         model_kwargs=parse_model_args(args.model_arg),
     )
@@ -137,6 +124,12 @@ def cmd_models(args: argparse.Namespace) -> None:
     console.print("`cnnlab models NAME` prints one model's description in full.")
 
 
+def _wide_console() -> Console:
+    """A console for wide tables: off a terminal rich assumes 80 columns and would cut layer names."""
+    console = Console()
+    return console if console.is_terminal else Console(width=150)
+
+
 def _si(n: int | float) -> str:
     """1_814_073_344 -> "1.81G"."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -174,7 +167,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
             "" if rf is None else str(rf),
             "" if layer["stride"] is None else str(layer["stride"]),
         )
-    console = Console()
+    console = _wide_console()
     console.print(table)
     console.print(
         f"parameters: {s['params']:,} (trainable {s['trainable_params']:,}); "
@@ -205,7 +198,7 @@ def cmd_analyze_rf(args: argparse.Namespace) -> None:
     if args.json:
         print_json(r)
         return
-    console = Console()
+    console = _wide_console()
     e = r["effective"]
     console.print(
         f"{r['model']} at {'x'.join(map(str, r['input']))} ({r['weights']}): theoretical receptive field "
@@ -251,7 +244,7 @@ def cmd_analyze_inception(args: argparse.Namespace) -> None:
             f"{m['params_without']:,}",
             f"{m['params_ratio']:.2f}",
         )
-    console = Console()
+    console = _wide_console()
     console.print(table)
     console.print(
         f"all nine: {_si(r['macs'])} MACs with the reductions, {_si(r['macs_without'])} without "
@@ -298,7 +291,7 @@ def cmd_analyze_scaling(args: argparse.Namespace) -> None:
             f"{row['macs_vs_b0']:.2f}",
             f"{2 ** row['phi']}",
         )
-    console = Console()
+    console = _wide_console()
     console.print(table)
     _print_files(console, r)
 
