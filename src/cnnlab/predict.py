@@ -10,6 +10,7 @@ import torch
 
 from . import data as datasets
 from .data.augment import Normalize
+from .data.base import Dataset
 from .data.folder import read_image
 from .errors import InputSizeError
 from .train.evaluate import evaluate
@@ -17,16 +18,11 @@ from .train.rundir import load_run, read_config
 from .train.runtime import resolve_device
 
 
-def evaluate_run(
-    run_dir: str | os.PathLike[str],
-    data: str | None = None,
-    data_root: str | None = None,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``."""
+def run_dataset(
+    run_dir: str | os.PathLike[str], data: str | None = None, data_root: str | None = None
+) -> Dataset:
+    """The dataset a run was trained on (or ``data``), at the run's input size, checked to fit its model."""
     config = read_config(run_dir)
-    dev = resolve_device(device)
-    model = load_run(run_dir, dev)
     source = data if data is not None else config["data"]["source"]
     root = data_root if data_root is not None else config["train"].get("data_root")
     size = config["data"]["input_size"]
@@ -44,10 +40,24 @@ def evaluate_run(
             f"the model of {run_dir} has {config['num_classes']} classes, "
             f"{dataset.name} has {dataset.num_classes}"
         )
-    normalize = Normalize(tuple(config["data"]["mean"]), tuple(config["data"]["std"])).to(dev)
+    return dataset
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    data: str | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``."""
+    dev = resolve_device(device)
+    model = load_run(run_dir, dev)
+    dataset = run_dataset(run_dir, data, data_root)
+    cfg = model.data_config  # type: ignore[attr-defined]
+    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"])).to(dev)
     metrics = evaluate(model, dataset.test_images, dataset.test_labels, normalize, dev)
     return {
-        "model": config["model"],
+        "model": read_config(run_dir)["model"],
         "dataset": dataset.name,
         "images": len(dataset.test_labels),
         "test_acc": metrics["top1"],
