@@ -8,6 +8,7 @@ from PIL import Image
 
 import cnnlab
 from cnnlab import data
+from cnnlab.cli import main as cnnlab_main
 from cnnlab.data.augment import Normalize
 
 
@@ -36,7 +37,15 @@ def test_summary_json_has_params_and_layers(cli):
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     assert s["params"] == 269_434 and s["output_shape"] == [10]
-    assert s["layers"][0] == {"name": "conv1", "type": "Conv2d", "output_shape": [16, 28, 28], "params": 144}
+    assert s["layers"][0] == {
+        "name": "conv1",
+        "type": "Conv2d",
+        "output_shape": [16, 28, 28],
+        "params": 144,
+        "macs": 16 * 9 * 28 * 28,
+        "receptive_field": 3,
+        "stride": 1,
+    }
 
 
 def test_summary_table_is_printed(cli):
@@ -135,3 +144,15 @@ def test_linear_trains_without_random_crops(cli, tmp_path):
 def test_bad_model_arg_is_one_line(cli, tmp_path, arg, needle):
     assert_one_line_error(cli("train", "--model", "knn", "--model-arg", arg, cwd=tmp_path), needle)
     assert not (tmp_path / "runs").exists()
+
+
+def test_analyze_rf_reads_a_run_directory(trained_run, tmp_path, capsys):
+    args = ["analyze", "rf", str(trained_run), "--images", "3", "--out", str(tmp_path), "--json"]
+    assert cnnlab_main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    # The run's ResNet-20 on its own 1x28x28 digits: the last map is 7x7, its centre unit (3, 3) sits at
+    # input pixel 3 * 4 = 12, and the effective field is smaller than the theoretical 81 pixels.
+    assert r["input"] == [1, 28, 28] and r["effective"]["images"] == "mnist5k"
+    assert (r["receptive_field"], r["feature_map"], r["centre_unit_px"]) == (81, [7, 7], [12, 12])
+    assert 1 <= r["effective"]["half_mass_side"] < 81 and r["effective"]["count"] == 3
+    assert (tmp_path / "rf.png").exists()

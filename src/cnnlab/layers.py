@@ -6,6 +6,7 @@ Each is small, follows its paper, and is usable in any model.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -404,7 +405,13 @@ class DeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Sampling positions are coordinates: in bf16 (3 significant digits) they would wander by a
         # good fraction of a pixel, so the whole layer runs in fp32 whatever autocast says.
-        with torch.autocast(x.device.type, enabled=False):
+        # (autocast exists for cpu and cuda only; the meta device, used to count and trace, has none)
+        no_autocast = (
+            torch.autocast(x.device.type, enabled=False)
+            if x.device.type in ("cpu", "cuda")
+            else nullcontext()
+        )
+        with no_autocast:
             x = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 up, float64 kept
             offset, mask = self.offsets(x)
             return deform_conv2d(

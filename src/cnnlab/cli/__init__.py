@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import json
 import re
 import sys
 from typing import Any
@@ -17,16 +16,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .errors import CnnlabError
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage plus message
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+from ..errors import CnnlabError
+from .analyze import add_analyze_commands
+from .common import Parser, _si, _wide_console, print_json
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -45,7 +37,7 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, fit
+    from ..train import TrainConfig, fit
 
     # Every flag of `train` is named after the TrainConfig field it sets.
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -58,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .predict import evaluate_run
+    from ..predict import evaluate_run
 
     result = evaluate_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     if args.json:
@@ -72,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict_files
+    from ..predict import predict_files
 
     results = predict_files(args.run_dir, args.images, topk=args.topk, device=args.device)
     if args.json:
@@ -84,7 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from .models import describe_models
+    from ..models import describe_models
 
     rows = describe_models(args.pattern)
     if not rows:
@@ -124,22 +116,8 @@ def cmd_models(args: argparse.Namespace) -> None:
     console.print("`cnnlab models NAME` prints one model's description in full.")
 
 
-def _wide_console() -> Console:
-    """A console for wide tables: off a terminal rich assumes 80 columns and would cut layer names."""
-    console = Console()
-    return console if console.is_terminal else Console(width=150)
-
-
-def _si(n: int | float) -> str:
-    """1_814_073_344 -> "1.81G"."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
-
-
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .analysis.summary import parse_input, summarize
+    from ..analysis.summary import parse_input, summarize
 
     s = summarize(args.model, parse_input(args.input) if args.input else None, num_classes=args.num_classes)
     if args.json:
@@ -179,128 +157,10 @@ def cmd_summary(args: argparse.Namespace) -> None:
     )
 
 
-def _print_files(console: Console, result: dict[str, Any]) -> None:
-    console.print(f"wrote {result['files']['json']} and {result['files']['png']}", highlight=False)
-
-
-def cmd_analyze_rf(args: argparse.Namespace) -> None:
-    from .analysis.analyze import analyze_rf
-    from .analysis.summary import parse_input
-
-    r = analyze_rf(
-        args.model,
-        parse_input(args.input) if args.input else None,
-        data=args.data,
-        images=args.images,
-        out_dir=args.out,
-        seed=args.seed,
-    )
-    if args.json:
-        print_json(r)
-        return
-    console = _wide_console()
-    e = r["effective"]
-    console.print(
-        f"{r['model']} at {'x'.join(map(str, r['input']))} ({r['weights']}): theoretical receptive field "
-        f"{r['receptive_field']}x{r['receptive_field']} px, stride {r['stride']}, of the last "
-        f"{r['feature_map'][0]}x{r['feature_map'][1]} feature map; effective: half of the gradient "
-        f"mass of its centre unit lies within {e['half_mass_side']}x{e['half_mass_side']} px "
-        f"({e['count']} {e['images']} images)",
-        highlight=False,
-    )
-    table = Table(title=f"VGG's argument, C = {r['vgg']['channels']} channels")
-    for col in ("stack", "weights", "per C²", "receptive field"):
-        table.add_column(col, justify="left" if col == "stack" else "right")
-    for row in r["vgg"]["stacks"]:
-        table.add_row(
-            row["stack"], f"{row['weights']:,}", f"{row['weights_per_c2']:g}C²", str(row["receptive_field"])
-        )
-    console.print(table)
-    _print_files(console, r)
-
-
-def cmd_analyze_inception(args: argparse.Namespace) -> None:
-    from .analysis.analyze import analyze_inception
-
-    r = analyze_inception(out_dir=args.out, image_size=args.image_size)
-    if args.json:
-        print_json(r)
-        return
-    k = r["five_kernel"]
-    table = Table(
-        title=f"GoogLeNet at {r['image_size']}x{r['image_size']}: Inception modules with and without "
-        f'1x1 reductions ("5x5" branch counted as {k}x{k}, as built)'
-    )
-    for col in ("module", "input", "MACs", "MACs without", "ratio", "params", "params without", "ratio "):
-        table.add_column(col, justify="left" if col == "module" else "right")
-    for m in r["modules"]:
-        table.add_row(
-            m["module"],
-            "x".join(map(str, m["input"])),
-            _si(m["macs"]),
-            _si(m["macs_without"]),
-            f"{m['macs_ratio']:.2f}",
-            f"{m['params']:,}",
-            f"{m['params_without']:,}",
-            f"{m['params_ratio']:.2f}",
-        )
-    console = _wide_console()
-    console.print(table)
-    console.print(
-        f"all nine: {_si(r['macs'])} MACs with the reductions, {_si(r['macs_without'])} without "
-        f"(x{r['macs_ratio']:.2f})",
-        highlight=False,
-    )
-    _print_files(console, r)
-
-
-def cmd_analyze_scaling(args: argparse.Namespace) -> None:
-    from .analysis.analyze import analyze_scaling
-
-    r = analyze_scaling(out_dir=args.out, max_phi=args.max_phi)
-    if args.json:
-        print_json(r)
-        return
-    table = Table(
-        title=f"EfficientNet compound scaling: alpha={r['alpha']:g} (depth), beta={r['beta']:g} (width), "
-        f"gamma={r['gamma']:g} (resolution)"
-    )
-    for col in (
-        "phi",
-        "depth",
-        "width",
-        "res",
-        "released d/w/res",
-        "blocks",
-        "params",
-        "MACs",
-        "vs B0",
-        "2^phi",
-    ):
-        table.add_column(col, justify="right")
-    for row in r["rows"]:
-        table.add_row(
-            str(row["phi"]),
-            f"{row['depth_mult']:.3f}",
-            f"{row['width_mult']:.3f}",
-            f"{row['resolution_mult']:.3f} ({row['resolution_eq3']:.0f})",
-            f"{row['released_depth']:g}/{row['released_width']:g}/{row['released_resolution']}",
-            str(row["blocks"]),
-            f"{row['params']:,}",
-            _si(row["macs"]),
-            f"{row['macs_vs_b0']:.2f}",
-            f"{2 ** row['phi']}",
-        )
-    console = _wide_console()
-    console.print(table)
-    _print_files(console, r)
-
-
 def build_parser() -> Parser:
-    from .analysis.analyze import DEFAULT_OUT
-    from .train.loop import TrainConfig
-    from .train.runtime import DEVICES, PRECISIONS
-    from .train.schedule import SCHEDULES
+    from ..train.loop import TrainConfig
+    from ..train.runtime import DEVICES, PRECISIONS
+    from ..train.schedule import SCHEDULES
 
     d = TrainConfig()
     parser = Parser(prog="cnnlab", description="Image classification with convolutional networks.")
@@ -381,50 +241,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser(
-        "analyze",
-        help="receptive fields, Inception's reductions, EfficientNet's scaling: numbers and figures",
-        description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
-    )
-    analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
-    out_help = f"directory for the .json and .png (default ./{DEFAULT_OUT})"
-
-    a = analyses.add_parser(
-        "rf",
-        help="theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
-        description="Receptive fields of a registered model (freshly initialized) or of a run directory's "
-        "trained model; writes rf.json and rf.png.",
-    )
-    a.add_argument("model", help="a registered model or a run directory")
-    a.add_argument("--input", help="CxHxW (default: the model's usual input, or the run's)")
-    a.add_argument(
-        "--data", help="images for the effective RF: a dataset name or path (default: noise; a run's data)"
-    )
-    a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
-    a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_rf)
-
-    a = analyses.add_parser(
-        "inception",
-        help="MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
-        description="Writes inception.json and inception.png.",
-    )
-    a.add_argument("--image-size", type=int, default=224, help="GoogLeNet's input side (default 224)")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_inception)
-
-    a = analyses.add_parser(
-        "scaling",
-        help="EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
-        description="Writes scaling.json and scaling.png.",
-    )
-    a.add_argument("--max-phi", type=int, default=7, help="the last phi (default 7: B0-B7)")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_scaling)
+    add_analyze_commands(sub)
     return parser
 
 

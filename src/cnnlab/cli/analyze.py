@@ -1,0 +1,244 @@
+"""`cnnlab analyze WHAT`: each analysis writes WHAT.json and WHAT.png and prints a short table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from .common import Parser, _print_files, _si, _wide_console, print_json
+
+
+def cmd_analyze_rf(args: argparse.Namespace) -> None:
+    from ..analysis.analyze import analyze_rf
+    from ..analysis.summary import parse_input
+
+    r = analyze_rf(
+        args.model,
+        parse_input(args.input) if args.input else None,
+        data=args.data,
+        images=args.images,
+        out_dir=args.out,
+        seed=args.seed,
+    )
+    if args.json:
+        print_json(r)
+        return
+    console = _wide_console()
+    e = r["effective"]
+    console.print(
+        f"{r['model']} at {'x'.join(map(str, r['input']))} ({r['weights']}): theoretical receptive field "
+        f"{r['receptive_field']}x{r['receptive_field']} px, stride {r['stride']}, of the last "
+        f"{r['feature_map'][0]}x{r['feature_map'][1]} feature map; effective: half of the gradient "
+        f"mass of its centre unit lies within {e['half_mass_side']}x{e['half_mass_side']} px "
+        f"({e['count']} {e['images']} images)",
+        highlight=False,
+    )
+    table = Table(title=f"VGG's argument, C = {r['vgg']['channels']} channels")
+    for col in ("stack", "weights", "per C²", "receptive field"):
+        table.add_column(col, justify="left" if col == "stack" else "right")
+    for row in r["vgg"]["stacks"]:
+        table.add_row(
+            row["stack"], f"{row['weights']:,}", f"{row['weights_per_c2']:g}C²", str(row["receptive_field"])
+        )
+    console.print(table)
+    _print_files(console, r)
+
+
+def cmd_analyze_inception(args: argparse.Namespace) -> None:
+    from ..analysis.analyze import analyze_inception
+
+    r = analyze_inception(out_dir=args.out, image_size=args.image_size, five_kernel=args.five_kernel)
+    if args.json:
+        print_json(r)
+        return
+    k = r["five_kernel"]
+    table = Table(
+        title=f"GoogLeNet at {r['image_size']}x{r['image_size']}: Inception modules with and without "
+        f'1x1 reductions ("5x5" branch counted as {k}x{k}{", as built" if k == 3 else ""})'
+    )
+    for col in ("module", "input", "MACs", "MACs without", "ratio", "params", "params without", "ratio "):
+        table.add_column(col, justify="left" if col == "module" else "right")
+    for m in r["modules"]:
+        table.add_row(
+            m["module"],
+            "x".join(map(str, m["input"])),
+            _si(m["macs"]),
+            _si(m["macs_without"]),
+            f"{m['macs_ratio']:.2f}",
+            f"{m['params']:,}",
+            f"{m['params_without']:,}",
+            f"{m['params_ratio']:.2f}",
+        )
+    console = _wide_console()
+    console.print(table)
+    console.print(
+        f"all nine: {_si(r['macs'])} MACs with the reductions, {_si(r['macs_without'])} without "
+        f"(x{r['macs_ratio']:.2f})",
+        highlight=False,
+    )
+    _print_files(console, r)
+
+
+def cmd_analyze_scaling(args: argparse.Namespace) -> None:
+    from ..analysis.analyze import analyze_scaling
+
+    r = analyze_scaling(out_dir=args.out, max_phi=args.max_phi)
+    if args.json:
+        print_json(r)
+        return
+    table = Table(
+        title=f"EfficientNet compound scaling: alpha={r['alpha']:g} (depth), beta={r['beta']:g} (width), "
+        f"gamma={r['gamma']:g} (resolution)"
+    )
+    for col in (
+        "phi",
+        "depth",
+        "width",
+        "res",
+        "released d/w/res",
+        "blocks",
+        "params",
+        "MACs",
+        "vs B0",
+        "2^phi",
+    ):
+        table.add_column(col, justify="right")
+    for row in r["rows"]:
+        table.add_row(
+            str(row["phi"]),
+            f"{row['depth_mult']:.3f}",
+            f"{row['width_mult']:.3f}",
+            f"{row['resolution_mult']:.3f} ({row['resolution_eq3']:.0f})",
+            f"{row['released_depth']:g}/{row['released_width']:g}/{row['released_resolution']}",
+            str(row["blocks"]),
+            f"{row['params']:,}",
+            _si(row["macs"]),
+            f"{row['macs_vs_b0']:.2f}",
+            f"{2 ** row['phi']}",
+        )
+    console = _wide_console()
+    console.print(table)
+    _print_files(console, r)
+
+
+def cmd_analyze_templates(args: argparse.Namespace) -> None:
+    from ..analysis.templates import analyze_templates
+
+    r = analyze_templates(args.run_dir, out_dir=args.out)
+    if args.json:
+        print_json(r)
+        return
+    console = _wide_console()
+    own = ", ".join(f"{c} {v:.2f}" for c, v in r["correlation_with_own_mean"].items())
+    console.print(
+        f"correlation of each class template with its class's mean image: {own}\n"
+        f"mean {r['mean_correlation_own']:.2f} with its own class, "
+        f"{r['mean_correlation_other']:.2f} with the others; its own class's mean is the best match for "
+        f"{100 * r['own_mean_is_best_match']:.0f}% of classes",
+        highlight=False,
+    )
+    _print_files(console, r)
+
+
+def cmd_analyze_knn(args: argparse.Namespace) -> None:
+    from ..analysis.knn import analyze_knn
+
+    r = analyze_knn(args.data, out_dir=args.out, data_root=args.data_root)
+    if args.json:
+        print_json(r)
+        return
+    table = Table(title=f"k-NN on {r['dataset']}: test accuracy against k")
+    table.add_column("k", justify="right")
+    for metric in r["accuracy"]:
+        table.add_column(metric, justify="right")
+    for k in next(iter(r["accuracy"].values())):
+        table.add_row(k, *(f"{100 * acc[k]:.1f}%" for acc in r["accuracy"].values()))
+    console = _wide_console()
+    console.print(table)
+    t, fit = r["timing"], r["fit"]
+    console.print(
+        f"query time for {r['queries']} queries against {t['stored'][0]}..{t['stored'][-1]} stored images: "
+        f"{', '.join(f'{s:.3f}s' for s in t['seconds'])}; linear fit "
+        f"{1e6 * fit['slope_s_per_stored_sample']:.2f} us per stored image, R^2 {fit['r2']:.3f}",
+        highlight=False,
+    )
+    _print_files(console, r)
+
+
+def add_analyze_commands(sub: Any) -> None:
+    from ..analysis.analyze import DEFAULT_OUT
+
+    p = sub.add_parser(
+        "analyze",
+        help="receptive fields, Inception, EfficientNet scaling, linear templates, k-NN: numbers and figures",
+        description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
+    )
+    analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
+    out_help = f"directory for the .json and .png (default ./{DEFAULT_OUT})"
+
+    a = analyses.add_parser(
+        "rf",
+        help="theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
+        description="Receptive fields of a registered model (freshly initialized) or of a run directory's "
+        "trained model; writes rf.json and rf.png.",
+    )
+    a.add_argument("model", help="a registered model or a run directory")
+    a.add_argument("--input", help="CxHxW (default: the model's usual input, or the run's)")
+    a.add_argument(
+        "--data", help="images for the effective RF: a dataset name or path (default: noise; a run's data)"
+    )
+    a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
+    a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_rf)
+
+    a = analyses.add_parser(
+        "inception",
+        help="MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
+        description="Writes inception.json and inception.png.",
+    )
+    a.add_argument("--image-size", type=int, default=224, help="GoogLeNet's input side (default 224)")
+    a.add_argument(
+        "--five-kernel",
+        type=int,
+        choices=(3, 5),
+        default=3,
+        help='kernel of the "5x5" branch: 3 as torchvision and cnnlab build it (default), 5 as in the paper',
+    )
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_inception)
+
+    a = analyses.add_parser(
+        "scaling",
+        help="EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
+        description="Writes scaling.json and scaling.png.",
+    )
+    a.add_argument("--max-phi", type=int, default=7, help="the last phi (default 7: B0-B7)")
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_scaling)
+
+    a = analyses.add_parser(
+        "templates",
+        help="a trained linear classifier's class templates beside the class means",
+        description="Writes templates.json and templates.png for a run of `--model linear`.",
+    )
+    a.add_argument("run_dir")
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_templates)
+
+    a = analyses.add_parser(
+        "knn",
+        help="k-NN accuracy against k, and query time against the stored set's size",
+        description="Writes knn.json and knn.png.",
+    )
+    a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
+    a.add_argument("--data-root")
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_knn)
