@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .rf import RF, ReceptiveFieldMode
+from .rf import layer_receptive_fields
 
 aten = torch.ops.aten
 # The ops whose FLOPs are 2 x MACs of a conv or linear layer.
@@ -32,31 +32,12 @@ def model_costs(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str,
     module that ran, by name, its ``macs`` and the ``RF`` of its output. ``model`` may live on any
     device; a copy is not made, so build it on the meta device to make this free."""
     device = next((p.device for p in model.parameters()), torch.device("meta"))
-    x = torch.zeros(1, *input_size, device=device)
-    names = {m: n for n, m in model.named_modules()}
-    rf_mode = ReceptiveFieldMode(x)
-    rfs: dict[str, RF] = {}
-
-    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
-        out = output[0] if isinstance(output, tuple) else output
-        if isinstance(out, torch.Tensor) and out in rf_mode.state:
-            rfs[names[module]] = rf_mode.state[out]
-
-    hooks = rf_mode.watch(model)  # before ``record``, which must see the corrected state
-    hooks += [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
     flops = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), flops, rf_mode:
-            out = model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    out = out[0] if isinstance(out, tuple) else out
+    rfs, final = layer_receptive_fields(model, input_size, device, flops)
     counts = flops.get_flop_counts()
     # FlopCounterMode names modules "<RootClass>.<qualified name>".
     prefix = type(model).__name__ + "."
     layers = {name: {"macs": _macs(counts.get(prefix + name, {})), "rf": rf} for name, rf in rfs.items()}
-    final = rf_mode.state.get(out, None)
     return {
         "macs": _macs(counts.get("Global", {})),
         "receptive_field": final.size if final else None,

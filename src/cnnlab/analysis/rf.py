@@ -17,6 +17,7 @@ classifier. Deformable convs are counted at their nominal (zero-offset) sampling
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,10 +183,14 @@ class ReceptiveFieldMode(TorchDispatchMode):
 
 
 def layer_receptive_fields(
-    model: nn.Module, input_size: tuple[int, int, int], device: str | torch.device = "meta"
-) -> tuple[dict[str, RF], RF]:
-    """The RF of each leaf module's output (by module name) and the model's RF (its output's), from
-    one forward pass of a batch of one in eval mode."""
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    device: str | torch.device = "meta",
+    *modes: Any,
+) -> tuple[dict[str, RF], RF | None]:
+    """The RF of each leaf module's output (by module name) and the model's RF (its output's, None if
+    it has no spatial extent), from one forward pass of a batch of one in eval mode. Further dispatch
+    ``modes`` (a FLOP counter, say) watch the same pass."""
     per_layer: dict[str, RF] = {}
     names = {m: n for n, m in model.named_modules()}
     x = torch.zeros(1, *input_size, device=device)
@@ -199,18 +204,25 @@ def layer_receptive_fields(
     hooks = mode.watch(model)  # before ``record``, which must see the corrected state
     hooks += [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad(), mode:
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            for extra in modes:
+                stack.enter_context(extra)
+            stack.enter_context(mode)
             out = model.eval()(x)
     finally:
         for h in hooks:
             h.remove()
     out = out[0] if isinstance(out, tuple) else out
-    return per_layer, mode.state[out]
+    return per_layer, mode.state.get(out)
 
 
 def receptive_field(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """The side, in input pixels, of the receptive field of the model's last spatial feature map."""
-    return layer_receptive_fields(model, input_size)[1].size
+    final = layer_receptive_fields(model, input_size)[1]
+    if final is None:
+        raise ValueError("the model's output has no receptive field to report")
+    return final.size
 
 
 def effective_receptive_field(
