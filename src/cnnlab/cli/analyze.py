@@ -167,6 +167,29 @@ def cmd_analyze_knn(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
+def cmd_analyze_se(args: argparse.Namespace) -> None:
+    from ..analysis.se import analyze_se
+
+    r = analyze_se(args.run_dir, out_dir=args.out)
+    if args.json:
+        print_json(r)
+        return
+    table = Table(title=f"{r['model']} on {r['dataset']}: SE excitations over {r['images']} test images")
+    for col in ("block", "channels", "mean gate", "std", "class spread"):
+        table.add_column(col, justify="left" if col == "block" else "right")
+    for row in r["blocks"]:
+        table.add_row(
+            row["block"],
+            str(row["channels"]),
+            f"{row['mean']:.3f}",
+            f"{row['std']:.3f}",
+            f"{row['class_spread']:.3f}",
+        )
+    console = _wide_console()
+    console.print(table)
+    _print_files(console, r)
+
+
 def add_analyze_commands(sub: Any) -> None:
     from ..analysis.analyze import DEFAULT_OUT
 
@@ -242,3 +265,13 @@ def add_analyze_commands(sub: Any) -> None:
     a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_analyze_knn)
+
+    a = analyses.add_parser(
+        "se",
+        help="a trained SE model's excitations per block, channel and class",
+        description="Writes se.json and se.png for a run of an se_* model.",
+    )
+    a.add_argument("run_dir")
+    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze_se)
