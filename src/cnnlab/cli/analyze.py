@@ -195,17 +195,26 @@ def add_analyze_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "analyze",
-        help="receptive fields, Inception, EfficientNet scaling, linear templates, k-NN: numbers and figures",
+        help="receptive fields, Inception, EfficientNet scaling, templates, k-NN, SE: numbers and figures",
         description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
     )
     analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
-    out_help = f"directory for the .json and .png (default ./{DEFAULT_OUT})"
 
-    a = analyses.add_parser(
+    def analysis(name: str, func: Any, help: str, about: str = "") -> argparse.ArgumentParser:
+        """A sub-command with what every analysis takes: --out, --json, and its handler."""
+        a = analyses.add_parser(name, help=help, description=f"{about}Writes {name}.json and {name}.png.")
+        a.add_argument(
+            "--out", default=DEFAULT_OUT, help=f"directory for the .json and .png (default ./{DEFAULT_OUT})"
+        )
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(func=func)
+        return a
+
+    a = analysis(
         "rf",
-        help="theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
-        description="Receptive fields of a registered model (freshly initialized) or of a run directory's "
-        "trained model; writes rf.json and rf.png.",
+        cmd_analyze_rf,
+        "theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
+        "Receptive fields of a fresh registered model or of a run directory's trained model. ",
     )
     a.add_argument("model", help="a registered model or a run directory")
     a.add_argument("--input", help="CxHxW (default: the model's usual input, or the run's)")
@@ -214,14 +223,11 @@ def add_analyze_commands(sub: Any) -> None:
     )
     a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
     a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_rf)
 
-    a = analyses.add_parser(
+    a = analysis(
         "inception",
-        help="MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
-        description="Writes inception.json and inception.png.",
+        cmd_analyze_inception,
+        "MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
     )
     a.add_argument("--image-size", type=int, default=224, help="GoogLeNet's input side (default 224)")
     a.add_argument(
@@ -231,47 +237,32 @@ def add_analyze_commands(sub: Any) -> None:
         default=3,
         help='kernel of the "5x5" branch: 3 as torchvision and cnnlab build it (default), 5 as in the paper',
     )
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_inception)
 
-    a = analyses.add_parser(
+    a = analysis(
         "scaling",
-        help="EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
-        description="Writes scaling.json and scaling.png.",
+        cmd_analyze_scaling,
+        "EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
     )
     a.add_argument("--max-phi", type=int, default=7, help="the last phi (default 7: B0-B7)")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_scaling)
 
-    a = analyses.add_parser(
+    a = analysis(
         "templates",
-        help="a trained linear classifier's class templates beside the class means",
-        description="Writes templates.json and templates.png for a run of `--model linear`.",
+        cmd_analyze_templates,
+        "a trained linear classifier's class templates beside the class means",
+        "For a run of `--model linear`. ",
     )
     a.add_argument("run_dir")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_templates)
 
-    a = analyses.add_parser(
-        "knn",
-        help="k-NN accuracy against k, and query time against the stored set's size",
-        description="Writes knn.json and knn.png.",
+    a = analysis(
+        "knn", cmd_analyze_knn, "k-NN accuracy against k, and query time against the stored set's size"
     )
     a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
     a.add_argument("--data-root")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_knn)
 
-    a = analyses.add_parser(
+    a = analysis(
         "se",
-        help="a trained SE model's excitations per block, channel and class",
-        description="Writes se.json and se.png for a run of an se_* model.",
+        cmd_analyze_se,
+        "a trained SE model's excitations per block, channel and class",
+        "For a run of an se_* model. ",
     )
     a.add_argument("run_dir")
-    a.add_argument("--out", default=DEFAULT_OUT, help=out_help)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_analyze_se)
