@@ -26,3 +26,25 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stderr
     (out.parent / "train.stdout").write_text(proc.stdout)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder of 300 training and 100 test digits from mnist5k: for tests that train several
+    models and need each training to take a second, not ten."""
+    from PIL import Image
+
+    from cnnlab.data import load
+
+    data = load("mnist5k")
+    root = tmp_path_factory.mktemp("tiny_digits")
+    for split, images, labels, per_class in (
+        ("train", data.train_images, data.train_labels, 30),
+        ("test", data.test_images, data.test_labels, 10),
+    ):
+        for c in range(10):
+            folder = root / split / str(c)
+            folder.mkdir(parents=True)
+            for i, index in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
+                Image.fromarray(images[index, 0].numpy()).save(folder / f"{i}.png")
+    return root

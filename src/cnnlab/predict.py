@@ -66,6 +66,21 @@ def evaluate_run(
     }
 
 
+def load_image(
+    path: str | os.PathLike[str], data_config: dict[str, Any], device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image file as a run's model takes it: the (C, H, W) uint8 image, converted to the model's
+    channels and resized (shorter side, then centre crop) to its input size as image folders are at
+    training time, and that image normalized as a batch of one, (1, C, H, W) float on ``device``.
+
+    ``data_config`` is a loaded run's ``model.data_config``. An unreadable file raises DataError.
+    """
+    c, h, w = data_config["input_size"]
+    image = read_image(Path(path), channels=c, size=(h, w))
+    normalize = Normalize(tuple(data_config["mean"]), tuple(data_config["std"])).to(device)
+    return image, normalize(image.unsqueeze(0).to(device))
+
+
 @torch.no_grad()
 def predict_files(
     run_dir: str | os.PathLike[str], images: list[str], topk: int = 3, device: str = "auto"
@@ -78,13 +93,10 @@ def predict_files(
     dev = resolve_device(device)
     model = load_run(run_dir, dev)
     cfg = model.data_config  # type: ignore[attr-defined]
-    c, h, w = cfg["input_size"]
-    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"])).to(dev)
     k = max(1, min(topk, len(cfg["classes"])))
     results = []
     for path in images:
-        x = read_image(Path(path), channels=c, size=(h, w)).unsqueeze(0).to(dev)
-        probs = model(normalize(x)).float().softmax(1)[0]
+        probs = model(load_image(path, cfg, dev)[1]).float().softmax(1)[0]
         top = probs.topk(k)
         results.append(
             {

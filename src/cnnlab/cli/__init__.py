@@ -19,6 +19,9 @@ from rich.table import Table
 from ..errors import CnnlabError
 from .analyze import add_analyze_commands
 from .common import Parser, _si, _wide_console, print_json
+from .compare import add_compare_command
+from .experiment import add_experiment_commands
+from .report import add_report_command
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -242,6 +245,9 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_summary)
 
     add_analyze_commands(sub)
+    add_report_command(sub)
+    add_compare_command(sub)
+    add_experiment_commands(sub)
     return parser
 
 

@@ -190,6 +190,99 @@ def cmd_analyze_se(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
+def _point(text: str) -> tuple[int, int]:
+    """``--point Y,X``: a unit of the top deformable layer's output map."""
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Y,X (two integers), got {text!r}") from None
+    return y, x
+
+
+def cmd_analyze_offsets(args: argparse.Namespace) -> None:
+    from ..analysis.offsets import analyze_offsets
+
+    r = analyze_offsets(args.run_dir, args.image, out_dir=args.out, points=args.point, layers=args.layers)
+    if args.json:
+        print_json(r)
+        return
+    names = [lay["name"] for lay in r["layers"]]
+    table = Table(
+        title=f"{r['model']} on {r['image']}: {r['samples_per_point']} sampling points per unit through "
+        f"{', '.join(names)}; offsets in image px, bottom to top"
+    )
+    for col in ("unit", "at px", "mean offset per layer", "spread", "regular", "ratio", "off image"):
+        table.add_column(col, justify="left" if col == "unit" else "right")
+    for p in r["points"]:
+        table.add_row(
+            f"{p['point'][0]},{p['point'][1]}",
+            f"{p['point_px'][0]:g},{p['point_px'][1]:g}",
+            " / ".join(f"{lay['mean_offset_image_px']:.2f}" for lay in p["layers"]),
+            f"{p['spread_px']:.2f}",
+            f"{p['regular_spread_px']:.2f}",
+            f"{p['spread_ratio']:.2f}",
+            f"{100 * p['outside_image']:.0f}%",
+        )
+    console = _wide_console()
+    console.print(table)
+    _print_files(console, r)
+
+
+def cmd_analyze_paths(args: argparse.Namespace) -> None:
+    from ..analysis.paths import analyze_paths
+
+    r = analyze_paths(
+        args.model,
+        plain=args.plain,
+        data=args.data,
+        out_dir=args.out,
+        samples=args.samples,
+        lesion_samples=args.lesion_samples,
+        images=args.images,
+        seed=args.seed,
+    )
+    if args.json:
+        print_json(r)
+        return
+    console = _wide_console()
+    g = r["gradient"]
+    lo, hi = g["effective_lengths"]
+    console.print(
+        f"{r['model']} ({'trained' if r['trained'] else 'untrained'}): {r['blocks']} residual blocks, "
+        f"2^{r['blocks']} = {r['paths']:,} paths, lengths Binomial({r['blocks']}, 1/2) with mean "
+        f"{g['path_mean_length']:g}; a path's gradient changes by x{g['decay_per_block']:.2f} per block, "
+        f"and 90% of the total gradient comes from paths of length {lo}-{hi} (mean "
+        f"{g['gradient_mean_length']:.1f})",
+        highlight=False,
+    )
+    if "lesion" in r:
+        les = r["lesion"]
+        table = Table(title=f"lesion study on {les['images']} test images: accuracy with one block deleted")
+        table.add_column("block")
+        table.add_column(r["model"], justify="right")
+        twin = r.get("plain")
+        if twin:
+            table.add_column(twin["model"], justify="right")
+        table.add_row(
+            "(none)", f"{100 * les['baseline']:.2f}%", *([f"{100 * twin['baseline']:.2f}%"] if twin else [])
+        )
+        for i, row in enumerate(les["single"]):
+            name = row["block"] + (" (downsampling)" if row["downsampling"] else "")
+            cells = [name, f"{100 * row['test_acc']:.2f}%"]
+            if twin:
+                cells.append(f"{100 * twin['single'][i]['test_acc']:.2f}%")
+            table.add_row(*cells)
+        console.print(table)
+        console.print(
+            "k random blocks deleted: "
+            + ", ".join(
+                f"k={row['k']} {100 * row['mean']:.1f}% (±{100 * row['std']:.1f})" for row in les["random"]
+            ),
+            highlight=False,
+        )
+    _print_files(console, r)
+
+
 def add_analyze_commands(sub: Any) -> None:
     from ..analysis.analyze import DEFAULT_OUT
 
@@ -266,3 +359,42 @@ def add_analyze_commands(sub: Any) -> None:
         "For a run of an se_* model. ",
     )
     a.add_argument("run_dir")
+
+    a = analysis(
+        "paths",
+        cmd_analyze_paths,
+        "residual networks as ensembles of paths: path lengths, lesion study, gradient per path length",
+        "Veit et al. 2016. A run directory gets the lesion study; a registered model, fresh, only the "
+        "path lengths and gradients. ",
+    )
+    a.add_argument("model", help="a run directory of a ResNet, or a registered ResNet (fresh weights)")
+    a.add_argument(
+        "--plain", metavar="RUN_DIR", help="a run of the plain twin: delete its blocks for contrast"
+    )
+    a.add_argument("--data", help="images for a fresh model (default mnist5k); a run uses its own")
+    a.add_argument("--samples", type=int, default=5, help="sampled paths per length and batch (default 5)")
+    a.add_argument(
+        "--lesion-samples", type=int, default=10, help="random draws for each k blocks deleted (default 10)"
+    )
+    a.add_argument("--images", type=int, default=1000, help="test images for the lesion study (default 1000)")
+    a.add_argument("--seed", type=int, default=0)
+
+    a = analysis(
+        "offsets",
+        cmd_analyze_offsets,
+        "a trained deformable model's sampling points for chosen units, over an image (Dai et al. 2017)",
+        "For a run of a dcn_* model. ",
+    )
+    a.add_argument("run_dir")
+    a.add_argument("image", help="an image file; converted and resized to the run's input as for predict")
+    a.add_argument(
+        "--point",
+        type=_point,
+        action="append",
+        metavar="Y,X",
+        help="a unit of the top deformable layer's output map (repeatable; default: the strongest "
+        "activation, the centre and the weakest)",
+    )
+    a.add_argument(
+        "--layers", type=int, default=3, help="how many deformable layers, counted from the top (default 3)"
+    )

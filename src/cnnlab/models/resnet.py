@@ -68,9 +68,15 @@ class ResidualBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, out_ch: int, downsample: nn.Module | None, shortcut: bool, se_reduction: int | None
+        self,
+        out_ch: int,
+        stride: int,
+        downsample: nn.Module | None,
+        shortcut: bool,
+        se_reduction: int | None,
     ) -> None:
         super().__init__()
+        self.out_ch, self.stride = out_ch, stride
         self.se = (
             SEBlock(out_ch, rd_channels=make_divisible(out_ch / se_reduction, round_limit=0.0))
             if se_reduction
@@ -87,11 +93,22 @@ class ResidualBlock(nn.Module):
         out = self.branch(x)
         return out if self.se is None else self.se(out)
 
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut path: ``x``, or its projection or zero-padded subsample where the shape changes."""
+        return x if self.downsample is None else self.downsample(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.residual(x)
         if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = out + self.identity(x)
         return self.relu(out)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The block with its residual branch deleted, as in Veit et al.'s lesion study: the shortcut
+        alone. A plain block that changes the shape subsamples and zero-pads (option A) instead."""
+        if self.downsample is None and (self.stride != 1 or x.shape[1] != self.out_ch):
+            x = ZeroPadShortcut(self.stride, self.out_ch - x.shape[1])(x)
+        return self.relu(self.identity(x))
 
 
 class BasicBlock(ResidualBlock):
@@ -109,7 +126,7 @@ class BasicBlock(ResidualBlock):
         se_reduction: int | None = None,
         deformable: bool = False,
     ) -> None:
-        super().__init__(width, downsample, shortcut, se_reduction)
+        super().__init__(width, stride, downsample, shortcut, se_reduction)
         self.conv1 = conv3x3(in_ch, width, stride, deformable)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, deformable=deformable)
@@ -135,7 +152,7 @@ class Bottleneck(ResidualBlock):
         se_reduction: int | None = None,
         deformable: bool = False,
     ) -> None:
-        super().__init__(width * self.expansion, downsample, shortcut, se_reduction)
+        super().__init__(width * self.expansion, stride, downsample, shortcut, se_reduction)
         self.conv1 = conv1x1(in_ch, width)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, stride, deformable)

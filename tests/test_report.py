@@ -1,0 +1,181 @@
+"""`cnnlab report`: one self-contained HTML page from run directories and analysis outputs."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.errors import CnnlabError
+from cnnlab.report import build_report
+
+DATA_URI = "data:image/png;base64,"
+BLUE = np.array([31, 119, 180])  # matplotlib's first line colour, drawn in every figure below
+
+
+def _png(path: Path, title: str) -> None:
+    """A small real figure: a thick blue line, as an analysis or `cnnlab train` would draw one."""
+    fig, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot([1, 2, 3, 4], [0.3, 0.7, 0.85, 0.9], "o-", linewidth=4)
+    ax.set(title=title, xlabel="epoch")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+@pytest.fixture
+def experiment(tmp_path: Path) -> Path:
+    """An experiment directory as a course would leave it: a run under runs/, analyses under analysis/,
+    one of them a new kind that the report has never heard of."""
+    exp = tmp_path / "exp"
+    run = exp / "runs" / "resnet20-mnist5k"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(
+        json.dumps({"format_version": 1, "model": "resnet20", "num_classes": 10, "in_chans": 1})
+    )
+    result = {
+        "model": "resnet20", "dataset": "mnist5k", "epochs": 2, "test_acc": 0.9337, "test_top5": 0.997,
+        "test_loss": 0.243, "train_time_s": 14.9, "images_per_s": 633.5, "params": 269434,
+        "precision": "bf16", "device": "cpu", "seed": 0,
+    }  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result))
+    (run / "metrics.csv").write_text("epoch,train_loss,test_acc\n1,2.07,0.154\n2,0.557,0.9337\n")
+    _png(run / "curves.png", "resnet20 on mnist5k")
+
+    analysis = exp / "analysis"
+    analysis.mkdir()
+    knn = {
+        "dataset": "mnist5k", "train_size": 4000, "queries": 1000,
+        "accuracy": {"l2": {"1": 0.938, "3": 0.938}, "cosine": {"1": 0.948, "3": 0.952}},
+        "best": {"metric": "cosine", "k": 3, "accuracy": 0.9520000219345093},
+        "timing": {"stored": [500, 1000], "seconds": [0.0059, 0.0204]},
+    }  # fmt: skip
+    (analysis / "knn.json").write_text(json.dumps(knn))
+    _png(analysis / "knn.png", "k-NN")
+    degradation = {
+        "note": "<script>alert(1)</script> & more",
+        "depths": [20, 32, 44, 56],
+        "rows": [{"model": "plain56", "train_error": 0.0912, "curve": list(range(100))}],
+        "matrix": [[0.1] * 10 for _ in range(10)],
+    }
+    (analysis / "degradation.json").write_text(json.dumps(degradation))
+    _png(analysis / "degradation.png", "degradation")
+    return exp
+
+
+def test_the_report_embeds_the_runs_and_analyses_it_finds(experiment, tmp_path):
+    out = tmp_path / "site" / "deep" / "report.html"  # a parent that does not exist yet
+    r = build_report([experiment], out=out, title="Week 3")
+    assert r["out"] == str(out) and r["images"] == 3 and r["skipped"] == []
+    assert [a["name"] for a in r["analyses"]] == ["degradation", "knn"]
+    assert [run["model"] for run in r["runs"]] == ["resnet20"]
+    page = out.read_text()
+
+    assert "<h1>Week 3</h1>" in page and "93.37%" in page and "99.70%" in page and "269,434" in page
+    assert "resnet20-mnist5k" in page  # the run directory
+    # knn's numbers: flattened "best", its table of tables, and a float cut to four digits.
+    assert "best › accuracy" in page and "cosine" in page and "0.952<" in page
+    # The unknown analysis: shown generically, its text escaped, its long lists named but not dumped.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page and "<script" not in page
+    assert "20, 32, 44, 56" in page and "plain56" in page and "matrix (10 x 10 list)" in page
+    assert ", 99<" not in page and "rows › curve (in every row)" in page  # too long for a cell
+
+    # Three images, all inside the page, each exactly the PNG on disk; no link leaves the page.
+    images = re.findall(r'src="([^"]*)"', page)
+    assert len(images) == 3 and all(src.startswith(DATA_URI) for src in images)
+    embedded = {base64.b64decode(src[len(DATA_URI) :]) for src in images}
+    on_disk = {p.read_bytes() for p in experiment.rglob("*.png")}
+    assert embedded == on_disk
+    assert 'src="http' not in page and "file:" not in page and "<link" not in page
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
+
+
+def test_a_directory_given_twice_is_reported_once(experiment, tmp_path):
+    r = build_report([experiment, experiment / "runs"], out=tmp_path / "r.html")
+    assert len(r["runs"]) == 1 and len(r["analyses"]) == 2
+
+
+def test_an_unreadable_result_is_left_out_not_fatal(experiment, tmp_path):
+    broken = experiment / "runs" / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "result.json").write_text("{not json")
+    r = build_report([experiment], out=tmp_path / "r.html")
+    assert len(r["runs"]) == 1 and r["skipped"][0]["path"].endswith("broken")
+    assert "result.json" in (tmp_path / "r.html").read_text()
+
+
+def test_a_directory_with_nothing_to_report_is_refused(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.json").write_text("{}")  # no .png beside it: not an analysis
+    with pytest.raises(CnnlabError, match="nothing to report"):
+        build_report([tmp_path / "empty"], out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_from_the_command_line(cli, experiment, tmp_path):
+    proc = cli("report", str(experiment), "--out", str(tmp_path / "r.html"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)  # one JSON object and nothing else
+    assert r["images"] == 3 and Path(r["out"]).is_file()
+
+
+def test_a_missing_directory_is_one_line_on_stderr(cli, tmp_path):
+    proc = cli("report", "no/such/dir", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no/such/dir does not exist" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "report.html").exists()
+
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def test_the_report_renders_in_a_browser(experiment, tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium to render the report with")
+    try:
+        subprocess.run([browser, "--version"], capture_output=True, timeout=30, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+        pytest.skip(f"{browser} does not run here")  # e.g. Ubuntu's stub that wants a snap
+    out = tmp_path / "report.html"
+    build_report([experiment], out=out)
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",  # CI runs as root, where the sandbox refuses to start
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            out.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert shot.is_file(), proc.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1200, 1600)
+        pixels = np.asarray(im.convert("RGB")).astype(float)
+    assert pixels.std() > 20  # not a blank page
+    # The embedded figures were decoded and drawn: their blue line is on screen.
+    # (Tight enough that the blue of the page's own links does not count.)
+    blue = (np.abs(pixels - BLUE).max(axis=-1) < 12).sum()
+    assert blue > 1000, blue
