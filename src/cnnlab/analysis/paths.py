@@ -281,6 +281,8 @@ def plot_paths(r: dict[str, Any]) -> Any:
     bx = ax.twinx()
     bx.bar(range(n + 1), gr["total_share"], color="tab:green", alpha=0.35, label="x number of paths")
     bx.set_ylabel("share of the total gradient (magnitude x C(n, k))", color="tab:green")
+    ax.set_zorder(bx.get_zorder() + 1)  # the line in front of the bars
+    ax.patch.set_visible(False)
     lo, hi = gr["effective_lengths"]
     ax.set_title(
         f"{'trained' if r['trained'] else 'untrained'} {r['model']}: each block multiplies a path's gradient "
@@ -311,7 +313,7 @@ def plot_paths(r: dict[str, Any]) -> Any:
     ax.set_ylim(0, 1)
     ax.set_xlabel("deleted block (orange: downsampling)")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax.set_title("lesion study: delete one block (the shortcut stays)", fontsize=10)
 
     ax = axes[3]
@@ -325,7 +327,8 @@ def plot_paths(r: dict[str, Any]) -> Any:
     )
     ax.axhline(r["chance"], color="gray", linestyle=":", linewidth=1)
     ax.set_ylim(0, 1)
+    ax.set_xticks([0, *ks])
     ax.set_xlabel("blocks deleted at random, k")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"deleting k random blocks ({les['samples']} draws each): a smooth decline", fontsize=10)
+    ax.set_title(f"deleting k random blocks ({les['samples']} draws each, mean and std)", fontsize=10)
     return fig
