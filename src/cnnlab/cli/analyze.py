@@ -207,23 +207,28 @@ def cmd_analyze_offsets(args: argparse.Namespace) -> None:
         print_json(r)
         return
     names = [lay["name"] for lay in r["layers"]]
-    table = Table(
-        title=f"{r['model']} on {r['image']}: {r['samples_per_point']} sampling points per unit through "
-        f"{', '.join(names)}; offsets in image px, bottom to top"
+    console = _wide_console()
+    console.print(
+        f"{r['model']} on {r['image']}: {r['samples_per_point']} sampling points per unit through "
+        f"{', '.join(names)} (offsets bottom to top); distances in image px; centroid: how far the "
+        "learned points' centroid moved from the regular grid's",
+        highlight=False,
     )
-    for col in ("unit", "at px", "mean offset per layer", "spread", "regular", "ratio", "off image"):
-        table.add_column(col, justify="left" if col == "unit" else "right")
+    table = Table()
+    for col in ("unit", "why", "at px", "mean offset", "spread", "regular", "ratio", "centroid", "outside"):
+        table.add_column(col, justify="left" if col in ("unit", "why") else "right")
     for p in r["points"]:
         table.add_row(
             f"{p['point'][0]},{p['point'][1]}",
+            p["why"],
             f"{p['point_px'][0]:g},{p['point_px'][1]:g}",
             " / ".join(f"{lay['mean_offset_image_px']:.2f}" for lay in p["layers"]),
             f"{p['spread_px']:.2f}",
             f"{p['regular_spread_px']:.2f}",
             f"{p['spread_ratio']:.2f}",
+            "{:+.1f}, {:+.1f}".format(*p["centroid_shift_px"]),
             f"{100 * p['outside_image']:.0f}%",
         )
-    console = _wide_console()
     console.print(table)
     _print_files(console, r)
 
