@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from .progress import TrainProgress
 from .runtime import autocast, precision_name, resolve_device, resolve_precision
 from .schedule import default_lr, make_optimizer
 
+T = TypeVar("T")
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 
 
@@ -95,6 +97,25 @@ def classification_loss(
     return loss, main
 
 
+class Stopwatch:
+    """Adds up the time an iterator takes to hand out its items."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, items: Iterable[T]) -> Iterator[T]:
+        iterator = iter(items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
+
+
 @dataclass
 class Optimization:
     """What a parametric model trains with; absent for k-NN."""
@@ -116,14 +137,17 @@ def train_epoch(
     dtype: torch.dtype | None,
     progress: TrainProgress,
     epoch: int,
-) -> tuple[float, float, int]:
-    """One pass of SGD over the training set; returns (mean loss, accuracy, images seen)."""
+) -> tuple[float, float, int, float]:
+    """One pass of SGD over the training set; returns (mean loss, accuracy, images seen, seconds spent
+    waiting for batches: gathering, augmenting and normalizing them)."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    for step, (x, y) in enumerate(
-        batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
-    ):
-        x, y = normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+    data_clock = Stopwatch()
+    prepared = (
+        (normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+        for x, y in batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
+    )
+    for step, (x, y) in enumerate(data_clock.timed(prepared)):
         with autocast(device, dtype):
             loss, logits = classification_loss(model(x), y, config.label_smoothing)
         opt.optimizer.zero_grad(set_to_none=True)
@@ -141,7 +165,7 @@ def train_epoch(
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
         progress.advance(len(y), loss_value)
-    return loss_sum / seen, correct / seen, seen
+    return loss_sum / seen, correct / seen, seen, data_clock.seconds
 
 
 def index_epoch(
@@ -151,7 +175,7 @@ def index_epoch(
     batch_size: int,
     device: torch.device,
     progress: TrainProgress,
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, float]:
     """Non-parametric models (k-NN) learn by storing the normalized training set; they have no loss."""
     for x, y in batches(data.train_images, data.train_labels, batch_size):
         model.add(normalize(x.to(device)), y.to(device))
@@ -227,12 +251,12 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
             )
             epoch_start = time.perf_counter()
             if opt is None:
-                train_loss, train_acc, seen = index_epoch(
+                train_loss, train_acc, seen, data_seconds = index_epoch(
                     model, data, normalize, config.batch_size, device, progress
                 )
             else:
                 plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
-                train_loss, train_acc, seen = train_epoch(
+                train_loss, train_acc, seen, data_seconds = train_epoch(
                     model, data, plan, normalize, opt, config, device, dtype, progress, epoch
                 )
             train_seconds = time.perf_counter() - epoch_start
@@ -243,7 +267,7 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
                 "test_acc": test["top1"], "test_top5": test["top5"],
                 "lr": opt.optimizer.param_groups[0]["lr"] if opt else 0.0,
                 "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
-                "images_per_s": seen / train_seconds,
+                "images_per_s": seen / train_seconds, "data_fraction": data_seconds / train_seconds,
             })  # fmt: skip
             rundir.write_metrics(run_dir / rundir.METRICS, rows)
             rundir.save_checkpoint({
@@ -263,6 +287,8 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
             "train_time_s": round(train_time, 2),
             "images_per_s": round(sum(r["train_seconds"] * r["images_per_s"] for r in rows)
                                   / sum(r["train_seconds"] for r in rows), 1),
+            "data_fraction": round(sum(r["data_fraction"] * r["train_seconds"] for r in rows)
+                                   / sum(r["train_seconds"] for r in rows), 4),
             "params": params, "precision": precision_name(dtype), "device": str(device), "seed": config.seed,
         }  # fmt: skip
         rundir.save_weights(model, run_dir / rundir.WEIGHTS)
