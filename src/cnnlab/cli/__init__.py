@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..errors import CnnlabError
 from .analyze import add_analyze_commands
+from .bench import add_bench_command
 from .common import Parser, _si, _wide_console, print_json
 from .compare import add_compare_command
 from .experiment import add_experiment_commands
@@ -248,6 +249,7 @@ def build_parser() -> Parser:
     add_report_command(sub)
     add_compare_command(sub)
     add_experiment_commands(sub)
+    add_bench_command(sub)
     return parser
 
 

@@ -1,0 +1,177 @@
+"""`cnnlab bench`: the contract keys, their arithmetic, the baseline, infer mode and the compile fallback.
+
+Everything runs ResNet-20 on 3x32x32 batches of 4 for a step or two, with no minimum duration.
+"""
+
+import json
+
+import pytest
+import torch
+
+import cnnlab.bench as bench_module
+from cnnlab.analysis.summary import summarize
+from cnnlab.bench import bench, sweep, sweep_configs
+from cnnlab.cli import main as cnnlab_main
+from cnnlab.train.runtime import channels_last_default
+
+FAST = {"batch_size": 4, "input_size": (3, 32, 32), "steps": 2, "warmup": 1, "min_seconds": 0.0}
+FAST_ARGS = ["--batch-size", "4", "--input", "3x32x32", "--steps", "2", "--warmup", "1", "--min-seconds", "0"]
+CONTRACT = {
+    "images_per_s", "ms_per_batch", "gflops_per_s", "peak_gflops_per_s", "utilization", "peak_rss_mb",
+    "model", "mode", "batch_size", "input", "precision", "channels_last", "compile", "naive", "threads",
+    "device", "torch", "steps", "warmup",
+}  # fmt: skip
+MACS = summarize("resnet20", (3, 32, 32))["macs"]
+
+
+def test_every_contract_key_with_consistent_arithmetic():
+    r = bench("resnet20", **FAST)
+    assert r.keys() >= CONTRACT
+    assert r["model"] == "resnet20" and r["mode"] == "train" and r["input"] == [3, 32, 32]
+    assert r["batch_size"] == 4 and r["warmup"] == 1 and r["steps"] >= 2 and r["naive"] is False
+    assert (
+        r["device"] == "cpu" and r["threads"] == torch.get_num_threads() and r["torch"] == torch.__version__
+    )
+    assert r["channels_last"] == channels_last_default(torch.device("cpu")) and r["compile"] is False
+    assert r["images_per_s"] * r["ms_per_batch"] / 1000 == pytest.approx(4, rel=1e-3)
+    # A training step: forward, and a backward of twice its cost.
+    assert r["macs"] == MACS
+    assert r["gflops_per_s"] == pytest.approx(MACS * 6 * r["images_per_s"] / 1e9, rel=1e-3)
+    assert r["utilization"] == pytest.approx(r["gflops_per_s"] / r["peak_gflops_per_s"], rel=1e-3)
+    assert 0 < r["utilization"] < 2 and r["peak_gflops_per_s"] > 1 and r["peak_rss_mb"] > 50
+    json.dumps(r)  # plain JSON values only
+
+
+def test_tiny_steps_are_timed_for_the_minimum_duration():
+    r = bench("resnet20", **{**FAST, "steps": 1, "min_seconds": 0.3})
+    assert r["steps"] > 1 and r["steps"] * r["ms_per_batch"] > 150  # the median step times the count
+
+
+def test_naive_overrides_precision_layout_and_compile(monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("the naive baseline must not compile")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    r = bench("resnet20", precision="bf16", channels_last=True, compile=True, naive=True, **FAST)
+    assert (r["precision"], r["channels_last"], r["compile"], r["naive"]) == ("fp32", False, False, True)
+    assert "compile_error" not in r
+
+
+def test_infer_runs_the_prepared_model_in_eval_mode_without_gradients(monkeypatch):
+    models, prepared = [], []
+    create = bench_module.create_model
+    monkeypatch.setattr(
+        bench_module, "create_model", lambda *a, **k: models.append(create(*a, **k)) or models[-1]
+    )
+    prepare = bench_module.prepare_for_inference
+    monkeypatch.setattr(
+        bench_module, "prepare_for_inference", lambda m, naive: prepared.append(naive) or prepare(m, naive)
+    )
+    r = bench("resnet20", mode="infer", **FAST)
+    models[:] = [m for m in models if m.fc.weight.device.type != "meta"]  # not the name check's
+    assert r["mode"] == "infer" and prepared == [False]
+    assert not models[0].training and all(p.grad is None for p in models[0].parameters())
+    assert r["gflops_per_s"] == pytest.approx(MACS * 2 * r["images_per_s"] / 1e9, rel=1e-3)
+    bench("resnet20", mode="infer", naive=True, **FAST)
+    assert prepared == [False, True]
+    # The training path does leave gradients, and never goes through the inference transform.
+    bench("resnet20", mode="train", **FAST)
+    assert prepared == [False, True] and all(p.grad is not None for p in models[-1].parameters())
+
+
+class FakeCompiled:
+    """Stands in for torch.compile's module (the real compiler takes a minute on the CPU): calls go to
+    the model and, as with torch's OptimizedModule of a model without ``__len__``, truth-testing fails."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+    def __len__(self) -> int:
+        raise TypeError(f"{type(self.model).__name__} does not support len()")
+
+
+def test_a_working_compile_is_what_gets_timed(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kwargs: compiled.append(FakeCompiled(model)) or compiled[-1]
+    )
+    r = bench("resnet20", compile=True, **FAST)
+    assert r["compile"] is True and "compile_error" not in r
+    assert compiled[0].calls == 1 + r["warmup"] + r["steps"]  # the first call compiles
+
+
+def _raise_at_compile(model, **kwargs):
+    raise RuntimeError("no C++ compiler found\nand a second line")
+
+
+def _raise_at_first_call(model, **kwargs):
+    def compiled(*args):
+        raise RuntimeError("unsupported op aten::frobnicate")
+
+    return compiled
+
+
+@pytest.mark.parametrize(
+    ("fake", "message"),
+    [(_raise_at_compile, "no C++ compiler found"), (_raise_at_first_call, "unsupported op aten::frobnicate")],
+)
+def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, capsys, fake, message):
+    monkeypatch.setattr(torch, "compile", fake)
+    r = bench("resnet20", compile=True, **FAST)
+    assert r["compile"] is False and r["compile_error"] == f"RuntimeError: {message}"
+    assert r["images_per_s"] > 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning" in err[0] and message in err[0] and "eager" in err[0]
+
+
+def test_json_prints_one_object_and_nothing_else(cli):
+    proc = cli("bench", "resnet20", *FAST_ARGS, "--mode", "infer", "--naive", "--json")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    out = json.loads(proc.stdout)  # the whole of stdout is the object
+    assert list(out) == ["results"] and len(out["results"]) == 1
+    assert out["results"][0].keys() >= CONTRACT and out["results"][0]["mode"] == "infer"
+
+
+def test_several_models_give_one_table_row_each(capsys):
+    assert cnnlab_main(["bench", "resnet20", "plain20", "--naive", *FAST_ARGS]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "naive" in line]
+    assert len(rows) == 2 and "resnet20" in rows[0] and "plain20" in rows[1]
+    assert "images/s" in out and "util" in out
+
+
+def test_a_bad_model_name_fails_in_one_line_naming_the_closest(capsys):
+    assert cnnlab_main(["bench", "resnet20", "resnet2O", *FAST_ARGS]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1  # checked before resnet20 was timed
+    assert "resnet2O" in lines[0] and "resnet20" in lines[0]
+
+
+def test_sweep_rows_are_the_grid_with_speedups_over_naive(monkeypatch):
+    monkeypatch.setattr(bench_module, "cpu_has_bf16", lambda: False)  # fp32 only: three rows
+    rows = sweep(["resnet20"], **{**FAST, "steps": 1, "warmup": 0})
+    assert [(r["naive"], r["precision"], r["channels_last"]) for r in rows] == [
+        (True, "fp32", False), (False, "fp32", False), (False, "fp32", True),
+    ]  # fmt: skip
+    assert rows[0]["speedup"] == 1.0
+    for r in rows:
+        assert r.keys() >= CONTRACT
+        assert r["speedup"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"], rel=1e-3)
+
+
+def test_sweep_grid_has_bf16_where_the_cpu_does_and_compile_rows_on_request(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(bench_module, "cpu_has_bf16", lambda: True)
+    configs = sweep_configs(cpu, compile=True)
+    assert configs[0] == {"naive": True} and len(configs) == 7
+    assert {(c["precision"], c["channels_last"]) for c in configs[1:5]} == {
+        (p, cl) for p in ("fp32", "bf16") for cl in (False, True)
+    }
+    assert [c["precision"] for c in configs[5:] if c.get("compile")] == ["fp32", "bf16"]
+    monkeypatch.setattr(bench_module, "cpu_has_bf16", lambda: False)
+    assert len(sweep_configs(cpu)) == 3
