@@ -180,7 +180,7 @@ def index_epoch(
     for x, y in batches(data.train_images, data.train_labels, batch_size):
         model.add(normalize(x.to(device)), y.to(device))
         progress.advance(len(y), None)
-    return math.nan, math.nan, len(data.train_labels)
+    return math.nan, math.nan, len(data.train_labels), 0.0
 
 
 def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
