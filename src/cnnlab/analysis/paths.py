@@ -270,8 +270,8 @@ def plot_paths(r: dict[str, Any]) -> Any:
     ax = axes[0]
     ax.bar(range(n + 1), r["length_distribution"], color="tab:blue", alpha=0.8)
     ax.set_xlabel("path length k (residual branches passed through)")
-    ax.set_ylabel("share of the paths")
-    ax.set_title(f"{r['model']} unraveled: {n} blocks, 2^{n} = {r['paths']:,} paths, Binomial({n}, 1/2)")
+    ax.set_ylabel(f"share of the paths: Binomial({n}, 1/2)")
+    ax.set_title(f"{r['model']} unraveled: {n} blocks, 2^{n} = {r['paths']:,} paths", fontsize=10)
 
     gr = r["gradient"]
     ax = axes[1]
