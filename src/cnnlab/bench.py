@@ -29,6 +29,7 @@ from torch import nn
 
 from .analysis.summary import summarize
 from .errors import CnnlabError
+from .fuse import fuse_for_inference
 from .models import create_model
 from .train.loop import classification_loss
 from .train.runtime import (
@@ -59,14 +60,10 @@ SEED = 0
 Step = Callable[[], None]
 
 
-def prepare_for_inference(model: nn.Module, naive: bool) -> nn.Module:
-    """The one place where the infer path transforms the model before it is timed.
-
-    INTEGRATION POINT: BatchNorm folding (``cnnlab.fuse.fuse_for_inference``) is written separately
-    and lands here, as ``return model if naive else fuse_for_inference(model)``. The naive baseline
-    never gets a transform; the training path never comes here.
-    """
-    return model
+def prepare_for_inference(model: nn.Module, naive: bool, channels_last: bool) -> nn.Module:
+    """The model as ``cnnlab eval`` and ``predict`` run it: BatchNorm folded into the convs (and the
+    chosen layout); the naive baseline runs the model as built."""
+    return model if naive else fuse_for_inference(model, channels_last=channels_last)
 
 
 def _sync(device: torch.device) -> None:
@@ -229,7 +226,7 @@ def bench(
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if mode == "infer":
-        model = prepare_for_inference(model.eval(), naive)
+        model = prepare_for_inference(model.eval(), naive, bool(channels_last))
     else:
         model.train()
 
