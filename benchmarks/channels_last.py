@@ -1,10 +1,11 @@
 """Does channels-last win for training? The measurement behind ``channels_last_default`` (runtime.py).
 
-ResNet-18, batch 16, 3x224x224, one training step at a time, in fp32 and bf16, NCHW and channels-last:
-the four set-ups are built once in one process and timed round-robin, one step each per round, so a
-load that comes and goes on a shared machine hits all four alike. Run it as
+ResNet-18, batch 16, 3x224x224 by default (or MODEL BATCH CxHxW), one training step at a time, in
+fp32 and bf16, NCHW and channels-last: the four set-ups are built once in one process and timed
+round-robin, one step each per round, so a load that comes and goes on a shared machine hits all
+four alike. Run it as
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/channels_last.py [ROUNDS]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/channels_last.py [ROUNDS [MODEL BATCH CxHxW]]
 
 and it prints the median milliseconds per step of each set-up and the channels-last speed-up.
 """
@@ -21,10 +22,11 @@ from cnnlab.bench import make_step
 from cnnlab.models import create_model
 from cnnlab.train.runtime import cpu_has_bf16, resolve_device
 
-MODEL, BATCH, SIZE = "resnet18", 16, 224
 
-
-def main(rounds: int = 10, warmup: int = 2) -> None:
+def main(
+    rounds: int = 10, model_name: str = "resnet18", batch: int = 16, size: str = "3x224x224", warmup: int = 2
+) -> None:
+    shape = tuple(int(n) for n in size.split("x"))
     device = resolve_device("auto")
     dtypes = (
         {"fp32": None, "bf16": torch.bfloat16} if cpu_has_bf16() or device.type == "cuda" else {"fp32": None}
@@ -33,9 +35,9 @@ def main(rounds: int = 10, warmup: int = 2) -> None:
     for name, dtype in dtypes.items():
         for cl in (False, True):
             torch.manual_seed(0)
-            model = create_model(MODEL).to(device).train()
-            x = torch.randn(BATCH, 3, SIZE, SIZE, device=device)
-            y = torch.randint(1000, (BATCH,), device=device)
+            model = create_model(model_name, num_classes=10, in_chans=shape[0]).to(device).train()
+            x = torch.randn(batch, *shape, device=device)
+            y = torch.randint(10, (batch,), device=device)
             if cl:
                 model = model.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -53,7 +55,7 @@ def main(rounds: int = 10, warmup: int = 2) -> None:
             times[key].append(time.perf_counter() - start)
         print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     print(
-        f"{MODEL} train, batch {BATCH}, {SIZE}x{SIZE}, {device}, {torch.get_num_threads()} threads, "
+        f"{model_name} train, batch {batch}, {size}, {device}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {rounds} rounds; median ms per step"
     )
     for name in dtypes:
@@ -71,4 +73,5 @@ def main(rounds: int = 10, warmup: int = 2) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:2]))
+    args = sys.argv[1:]
+    main(int(args[0]) if args else 10, *args[1:2], *(int(a) for a in args[2:3]), *args[3:4])
