@@ -28,11 +28,11 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from cnnlab.layers import DeformConv2d, deform_conv2d  # noqa: E402
+from cnnlab.layers import DeformConv2d, deform_conv2d
 
 # name: (batch, in_ch, out_ch, size, stride)
 SHAPES = {
@@ -137,12 +137,14 @@ def main(argv: list[str] | None = None) -> None:
             )
         base = f" {r['module_base_ratio']:6.2f} {r['op_base_ratio']:6.2f}" if baseline else ""
         print(
-            f"{name:8} {str(SHAPES[name]):20} {r['module_dcn_ms']:8.2f} {r['module_conv_ms']:8.2f}"
-            f" {r['module_ratio']:6.2f} {r['op_dcn_ms']:8.2f} {r['op_conv_ms']:8.2f} {r['op_ratio']:6.2f}{base}",
+            f"{name:8} {SHAPES[name]!s:20} {r['module_dcn_ms']:8.2f} {r['module_conv_ms']:8.2f}"
+            f" {r['module_ratio']:6.2f} {r['op_dcn_ms']:8.2f} {r['op_conv_ms']:8.2f}"
+            f" {r['op_ratio']:6.2f}{base}",
             flush=True,
         )
     if args.json:
-        shapes = {k: dict(zip(("batch", "in_ch", "out_ch", "size", "stride"), SHAPES[k], strict=True)) for k in results}
+        keys = ("batch", "in_ch", "out_ch", "size", "stride")
+        shapes = {k: dict(zip(keys, SHAPES[k], strict=True)) for k in results}
         json.dump({"threads": args.threads, "shapes": shapes, "results": results}, sys.stdout, indent=1)
         print()
 

@@ -258,3 +258,44 @@ def test_bad_offset_shape_is_refused():
         deform_conv2d(x, torch.zeros(1, 18, 6, 6), weight)  # the size of a padded conv's output
     with pytest.raises(ValueError, match="mask must be"):
         deform_conv2d(x, torch.zeros(1, 18, 4, 4), weight, mask=torch.ones(1, 18, 4, 4))
+
+
+@pytest.mark.parametrize("frozen", ["none", "weight", "input"])
+def test_gradcheck_the_unmodulated_product_with_frozen_inputs(frozen):
+    """The unmasked product has its own backward pass (the weight's gradient summed as it is formed)."""
+    torch.manual_seed(13)
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64, requires_grad=frozen != "input")
+    weight = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=frozen != "weight")  # groups 2
+    offset = off_integer((2, 18, 4, 4)).requires_grad_()
+    names = [name for name, t in (("x", x), ("w", weight), ("o", offset)) if t.requires_grad]
+
+    def f(*args):
+        given = dict(zip(names, args, strict=True))
+        return deform_conv2d(given.get("x", x), given["o"], given.get("w", weight), None, 1, 1)
+
+    inputs = [t for t in (x, weight, offset) if t.requires_grad]
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_the_deep_product_as_a_1x1_conv_matches_the_matmul(monkeypatch):
+    """Deep products (many channels) go through a 1x1 convolution: same values and gradients."""
+    from cnnlab import layers
+
+    torch.manual_seed(14)
+    x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)  # groups 2
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    offset = off_integer((2, 2 * 2 * 6, 3, 5)).requires_grad_()  # 2 offset groups, stride (2, 1)
+    inputs = (x, offset, weight, bias)
+
+    def f(*args):
+        return deform_conv2d(*args, (2, 1), 1, 1)
+
+    expected = f(*inputs)
+    expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
+    monkeypatch.setattr(layers, "CONV_GEMM_MIN_DEPTH", 1)
+    out = f(*inputs)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), inputs), expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    assert torch.autograd.gradcheck(f, inputs)

@@ -181,6 +181,41 @@ def _quarters(n: int) -> list[slice]:
     return [slice(i, i + step) for i in range(0, n, step)]
 
 
+def _add_weight_grad(
+    grad_weight: torch.Tensor, grad_out: torch.Tensor, columns: torch.Tensor
+) -> torch.Tensor:
+    """``grad_weight += sum over the batch of grad_out @ columns^T``, per group, with ``addbmm``: no
+    per-sample (O, C*K) products are kept. Shapes: grad_weight (groups, O/groups, C/groups*K),
+    grad_out (n, groups, O/groups, L), columns (n, groups, C/groups*K, L)."""
+    for g in range(grad_weight.shape[0]):
+        grad_weight[g].addbmm_(grad_out[:, g], columns[:, g].mT)
+    return grad_weight
+
+
+class _GroupedMatmul(torch.autograd.Function):
+    """``weight @ columns``, the im2col product, with the weight's gradient summed over the batch as
+    it is formed (``addbmm``): autograd's broadcast matmul would first build one (O, C*K) gradient per
+    sample, a buffer as large as the columns, then sum it.
+    Shapes: columns (N, groups, C/groups*K, L), weight (groups, O/groups, C/groups*K).
+    """
+
+    @staticmethod
+    def forward(ctx, columns: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(columns, weight)
+        return torch.matmul(weight, columns)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        columns, weight = ctx.saved_tensors
+        need_columns, need_weight = ctx.needs_input_grad
+        grad_columns = torch.matmul(weight.mT, grad_out) if need_columns else None
+        grad_weight = None
+        if need_weight:
+            grad_weight = _add_weight_grad(weight.new_zeros(weight.shape), grad_out, columns)
+        return grad_columns, grad_weight
+
+
 class _ModulatedMatmul(torch.autograd.Function):
     """``weight @ (columns * mask)`` that keeps only ``columns`` and ``mask`` for the backward pass.
 
@@ -212,10 +247,10 @@ class _ModulatedMatmul(torch.autograd.Function):
         grad_columns = grad_mask = grad_weight = None
         if need_weight:
             # (n, G, C/G, K, L) -> (n, groups, C/groups*K, L), transposed for the weight's gradient
-            masked = ((columns[c] * mask[c]).flatten(1, 3).unflatten(1, (groups, -1)).mT for c in chunks)
-            grad_weight = sum(
-                torch.matmul(grad_out[c], m).sum(0) for c, m in zip(chunks, masked, strict=True)
-            )
+            grad_weight = weight.new_zeros(weight.shape)
+            for c in chunks:
+                masked = (columns[c] * mask[c]).flatten(1, 3).unflatten(1, (groups, -1))
+                _add_weight_grad(grad_weight, grad_out[c], masked)
         if need_columns or need_mask:
             grad_masked = torch.matmul(weight.transpose(-1, -2), grad_out).view(columns.shape)
             if need_mask:
@@ -223,6 +258,11 @@ class _ModulatedMatmul(torch.autograd.Function):
             if need_columns:
                 grad_columns = grad_masked.mul_(mask)
         return grad_columns, grad_mask, grad_weight
+
+
+# From this depth (input channels per group times taps) on, deform_conv2d's product is a 1x1
+# convolution; below it, a batched matmul (see deform_conv2d's docstring for the measurements).
+CONV_GEMM_MIN_DEPTH = 2048
 
 
 def deform_conv2d(
@@ -250,10 +290,17 @@ def deform_conv2d(
     How: ``grid_sample`` (bilinear, zero padding, ``align_corners=False``, pixel i's centre at
     (2i + 1)/size - 1) reads every input channel at the K = kh*kw deformed grids in one call, giving the
     im2col columns (N, C*K, Hout*Wout) in one buffer; one batched matmul with the weight finishes the
-    convolution. That buffer, kept for the weight's gradient, is the layer's memory cost, as for an
-    unfold-based convolution; no per-tap copies are made. On CPU ``grid_sample`` beat gathering the
-    four corners by hand: 3x faster than channel-first ``gather``; a channels-last ``embedding_bag``
-    with a sparse transpose for the backward pass was 10% faster at 64 channels but twice as slow at 16.
+    convolution (its weight gradient summed over the batch with ``addbmm`` as it is formed, not from
+    a per-sample buffer as large as the columns: 10-30% off the layer's step), or, for deep products
+    (C/groups*K >= ``CONV_GEMM_MIN_DEPTH``, ResNet-50's stage 4), a 1x1 convolution over the columns,
+    whose oneDNN kernels beat BLAS there by another ~20%, but lose at 64-128 channels. That buffer,
+    kept for the weight's gradient, is the layer's memory cost, as for an unfold-based convolution; no
+    per-tap copies are made. On CPU ``grid_sample`` beat gathering the four corners by hand: 3x faster
+    than channel-first ``gather``; a channels-last ``embedding_bag`` (forward 3-5x faster than
+    grid_sample, its backward 1.5-2x slower, whether its own, a sorted transposed ``embedding_bag``,
+    ``index_add_``, ``scatter_add_``, ``index_put_`` or a sparse CSR/COO product) lost overall, and so
+    did channels-last columns feeding a 1x1 convolution (the transposing copies eat the gain), a
+    stride-K KxK or a Kx1 convolution over the columns (1.3-2x slower at 64 channels).
     Precision: positions pass through grid_sample's normalization, so in float32 a sample lands within
     about size * 6e-8 pixels of where it should (exact in float64 to ~1e-15): at zero offsets the
     layer equals the plain convolution to ~1e-6 relative at 32 pixels, ~1e-5 at 224.
@@ -302,9 +349,17 @@ def deform_conv2d(
         align_corners=False,
     )  # (N*G, C/G, K*Hout, Wout): the columns, channel-major then tap, as weight.view(O, -1) reads them
     length = out_h * out_w
+    if mask is None and group_ch * taps >= CONV_GEMM_MIN_DEPTH:
+        # A deep product (C/groups*K in the thousands) as a 1x1 convolution: oneDNN's kernels, not BLAS.
+        return F.conv2d(
+            columns.view(n, channels * taps, out_h, out_w),
+            weight.reshape(out_ch, group_ch * taps, 1, 1),
+            bias,
+            groups=groups,
+        )
     w = weight.reshape(groups, out_ch // groups, group_ch * taps)
     if mask is None:
-        out = torch.matmul(w, columns.view(n, groups, group_ch * taps, length))
+        out = _GroupedMatmul.apply(columns.view(n, groups, group_ch * taps, length), w)
     else:
         out = _ModulatedMatmul.apply(
             columns.view(n, offset_groups, channels // offset_groups, taps, length),
