@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError
+from ..fuse import fuse_for_inference
+from ..train.runtime import channels_last_default
 from .analyze import _use_agg, write_outputs
 from .summary import summarize
 
@@ -25,9 +27,10 @@ from .summary import summarize
 def inference_speed(
     model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 16, min_seconds: float = 1.0
 ) -> float:
-    """Images per second of the model in eval mode, fp32, on synthetic inputs: one warm-up batch, then
-    the median of timed batches (at least 3, or ``min_seconds`` worth)."""
-    model.eval()
+    """Images per second of the model as ``cnnlab eval`` runs it (fp32, BatchNorm folded, this
+    machine's layout), on synthetic inputs: one warm-up batch, then the median of timed batches (at
+    least 3, or ``min_seconds`` worth)."""
+    model = fuse_for_inference(model, channels_last=channels_last_default(torch.device("cpu")))
     x = torch.randn(batch_size, *input_size)
     model(x)
     times: list[float] = []
@@ -130,20 +133,13 @@ def plot_compare(r: dict[str, Any]) -> Any:
     y = [100 * row["test_acc"] if r["trained"] else row["params"] for row in rows]
     sizes = [2000 * row["params"] / biggest for row in rows]
     colors = plt.cm.tab10(range(len(rows)))
-    ax.scatter(x, y, s=sizes, c=colors, alpha=0.5, edgecolors="black", linewidths=0.5)
-    placed: list[tuple[float, float]] = []
-    for xi, yi, si, row in zip(x, y, sizes, rows, strict=True):
-        # Labels beside the bubble; models at nearly the same spot get their labels stacked.
-        near = sum(abs(xi / px - 1) < 0.15 and abs(yi / py - 1) < 0.15 for px, py in placed)
-        placed.append((xi, yi))
-        ax.annotate(
-            f"{row['model']} ({row['images_per_s']:,.0f} img/s)",
-            (xi, yi),
-            textcoords="offset points",
-            xytext=((si / 3.14) ** 0.5 + 4, -12 * near),
-            va="center",
-            fontsize=8,
-        )
+    # A legend rather than labels beside the bubbles: bubbles of related models sit on top of each other.
+    for xi, yi, si, color, row in zip(x, y, sizes, colors, rows, strict=True):
+        label = f"{row['model']}: {row['params']:,} params, {row['images_per_s']:,.0f} img/s"
+        ax.scatter([xi], [yi], s=si, color=color, alpha=0.5, edgecolors="black", linewidths=0.5, label=label)
+    legend = ax.legend(fontsize=8, loc="best", title="inference speed here, fp32", title_fontsize=8)
+    for handle in legend.legend_handles:
+        handle.set_sizes([50])
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (log scale)")
     ax.grid(True, which="both", alpha=0.3)
