@@ -293,7 +293,7 @@ def add_analyze_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "analyze",
-        help="receptive fields, Inception, EfficientNet scaling, templates, k-NN, SE: numbers and figures",
+        help="receptive fields, Inception, scaling, templates, k-NN, SE, paths, offsets: numbers and figures",
         description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
     )
     analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
