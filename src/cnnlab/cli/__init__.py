@@ -214,6 +214,11 @@ def build_parser() -> Parser:
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
     p.add_argument("--device", choices=DEVICES, default=d.device)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="NHWC memory layout (default: where it is faster, on CPU and CUDA)",
+    )
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=cmd_train)
 

@@ -23,7 +23,7 @@ from ..models import create_model
 from . import rundir
 from .evaluate import evaluate
 from .progress import TrainProgress
-from .runtime import autocast, precision_name, resolve_device, resolve_precision
+from .runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
 from .schedule import default_lr, make_optimizer
 
 T = TypeVar("T")
@@ -37,19 +37,20 @@ class TrainConfig:
     model: str = "resnet20"
     data: str = "mnist5k"
     data_root: str | None = None
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 128
     lr: float | None = None  # None: 0.1 x batch_size / 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1  # mnist5k, 12 epochs: 98.7% over 3 seeds, 98.2% without
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
     out: str | None = None
     precision: str = "auto"
     device: str = "auto"
+    channels_last: bool | None = None  # None: where it is faster (runtime.channels_last_default)
     image_size: int | None = None  # resize every image to this side
     download: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +138,7 @@ def train_epoch(
     dtype: torch.dtype | None,
     progress: TrainProgress,
     epoch: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float, int, float]:
     """One pass of SGD over the training set; returns (mean loss, accuracy, images seen, seconds spent
     waiting for batches: gathering, augmenting and normalizing them)."""
@@ -144,7 +146,10 @@ def train_epoch(
     loss_sum, correct, seen = 0.0, 0, 0
     data_clock = Stopwatch()
     prepared = (
-        (normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+        (
+            normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format),
+            y.to(device, non_blocking=True),
+        )
         for x, y in batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
     )
     for step, (x, y) in enumerate(data_clock.timed(prepared)):
@@ -195,7 +200,11 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
     )
-    model = model.to(device)
+    channels_last = (
+        config.channels_last if config.channels_last is not None else channels_last_default(device)
+    )
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
     input_size = (data.in_chans, *data.image_size)
     check_input(model, config.model, input_size, device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
@@ -233,7 +242,8 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
                  "std": data.std, "input_size": list(input_size), "hflip": data.hflip,
                  "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
         "train": {**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
-        "device": str(device), "precision": precision_name(dtype), "torch": torch.__version__,
+        "device": str(device), "precision": precision_name(dtype), "channels_last": channels_last,
+        "torch": torch.__version__,
     })  # fmt: skip
 
     rows: list[dict[str, float]] = []
@@ -257,11 +267,13 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
             else:
                 plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
                 train_loss, train_acc, seen, data_seconds = train_epoch(
-                    model, data, plan, normalize, opt, config, device, dtype, progress, epoch
+                    model, data, plan, normalize, opt, config, device, dtype, progress, epoch, memory_format
                 )
             train_seconds = time.perf_counter() - epoch_start
             # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
-            test = evaluate(model, data.test_images, data.test_labels, normalize, device)
+            test = evaluate(
+                model, data.test_images, data.test_labels, normalize, device, memory_format=memory_format
+            )
             rows.append({
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test["loss"],
                 "test_acc": test["top1"], "test_top5": test["top5"],
