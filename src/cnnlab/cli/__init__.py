@@ -41,7 +41,11 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..train import TrainConfig, fit
+    from ..train import TrainConfig, fit, resume
+
+    if args.resume:
+        resume(args.resume, live=False if args.no_progress else None)
+        return
 
     # Every flag of `train` is named after the TrainConfig field it sets.
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -220,6 +224,11 @@ def build_parser() -> Parser:
         help="NHWC memory layout (default: where it is faster, on CPU and CUDA)",
     )
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, with its own settings",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's model on its test set or another dataset")

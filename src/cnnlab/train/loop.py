@@ -4,7 +4,9 @@ size leaves nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,7 +20,7 @@ from torch import nn
 from .. import data as datasets
 from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
 from ..data.base import Dataset
-from ..errors import CnnlabError, InputSizeError
+from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..models import create_model
 from . import rundir
 from .evaluate import evaluate
@@ -188,8 +190,28 @@ def index_epoch(
     return math.nan, math.nan, len(data.train_labels), 0.0
 
 
-def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train as ``config`` says, write the run directory, and return ``result.json``'s content."""
+def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint, with the settings of its config.json.
+
+    The data order and augmentation of each epoch are a function of (seed, epoch), and the checkpoint
+    holds the model, optimizer, scheduler, scaler and random state after its epoch, so on the CPU in
+    fp32 the resumed run ends with the very weights of an uninterrupted one.
+    """
+    run = Path(run_dir)
+    saved = rundir.read_config(run)
+    if (run / rundir.RESULT).exists():
+        raise RunDirError(f"{run} has finished training already; nothing to resume")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in fields})
+    config.out = str(run)
+    return fit(config, live=live, quiet=quiet, resuming=True)
+
+
+def fit(
+    config: TrainConfig, live: bool | None = None, quiet: bool = False, resuming: bool = False
+) -> dict[str, Any]:
+    """Train as ``config`` says, write the run directory, and return ``result.json``'s content.
+    ``resuming``: the run directory exists; continue from its checkpoint (see ``resume``)."""
     config.check()
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
@@ -208,7 +230,8 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     input_size = (data.in_chans, *data.image_size)
     check_input(model, config.model, input_size, device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
-    rundir.check_new_run_dir(run_dir)
+    if not resuming:
+        rundir.check_new_run_dir(run_dir)
 
     nonparametric = getattr(model, "is_nonparametric", False)
     epochs = 1 if nonparametric else config.epochs  # storing the training set twice would change nothing
@@ -234,6 +257,18 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
     normalize = Normalize(data.mean, data.std).to(device)
     params = sum(p.numel() for p in model.parameters())
 
+    rows: list[dict[str, float]] = []
+    checkpoint = run_dir / rundir.CHECKPOINT
+    if resuming and checkpoint.exists():  # killed before its first checkpoint: start over
+        state = rundir.load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        if opt is not None:
+            opt.optimizer.load_state_dict(state["optimizer"])
+            opt.scheduler.load_state_dict(state["scheduler"])
+            opt.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        rows = state["metrics"]
+
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_json(run_dir / rundir.CONFIG, {
         "format_version": rundir.FORMAT_VERSION, "model": config.model, "model_kwargs": config.model_kwargs,
@@ -246,8 +281,8 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
         "torch": torch.__version__,
     })  # fmt: skip
 
-    rows: list[dict[str, float]] = []
-    started = time.perf_counter()
+    # Seconds of the epochs before an interruption count towards the training time.
+    started = time.perf_counter() - sum(r["seconds"] for r in rows)
     with TrainProgress(epochs, live=live, quiet=quiet) as progress:
         recipe = "indexing the training set" if opt is None else f"lr {lr:g}, batch {config.batch_size}"
         progress.print(
@@ -255,7 +290,9 @@ def fit(config: TrainConfig, live: bool | None = None, quiet: bool = False) -> d
             f"training and {len(data.test_labels):,} test images of {'x'.join(map(str, input_size))}, "
             f"{data.num_classes} classes; {device}, {precision_name(dtype)}, {recipe}; writing {run_dir}"
         )
-        for epoch in range(1, epochs + 1):
+        if rows:
+            progress.print(f"resuming after epoch {len(rows)} of {epochs}")
+        for epoch in range(len(rows) + 1, epochs + 1):
             progress.start_epoch(
                 epoch, len(data.train_labels) if opt is None else steps_per_epoch * config.batch_size
             )

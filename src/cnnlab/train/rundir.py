@@ -14,14 +14,17 @@ mid-write leaves the previous version whole.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -48,17 +51,37 @@ RESULT_KEYS = (
 )
 
 
+def _write_error(path: Path, error: Exception) -> RunDirError:
+    """One line for a failed write; a full disk is named as such, since it is the usual cause."""
+    # safetensors reports I/O errors as SafetensorError text ("... (os error 28) ..."), not OSError.
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or re.search(
+        rf"os error ({errno.ENOSPC}|{errno.EDQUOT})\b|No space left", str(error)
+    )
+    if full:
+        return RunDirError(
+            f"disk full while writing {path}; free some space and retry (the previous {path.name}, "
+            "if any, is kept whole)"
+        )
+    why = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    return RunDirError(f"cannot write {path}: {why}; the previous {path.name}, if any, is kept whole")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from e
         raise
 
 
@@ -73,6 +96,8 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path.parent} is not a cnnlab run directory: {path.name} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunDirError(f"{path} is not valid JSON ({e}); the run directory is damaged") from None
+    except OSError as e:  # a folder in its place, no permission, an I/O error
+        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
@@ -90,16 +115,33 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 def save_weights(model: nn.Module, path: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         save_file(state, tmp, metadata={"format": "cnnlab", "version": str(FORMAT_VERSION)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise _write_error(path, e) from e
         raise
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``model.safetensors``; a damaged file raises RunDirError (safetensors runs no code)."""
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise RunDirError(f"no weights file at {path}") from None
+    except (SafetensorError, OSError) as e:
+        raise RunDirError(
+            f"cannot read weights {path}: {str(e).splitlines()[0]}; the file is damaged, retrain or resume"
+        ) from None
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -115,7 +157,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise RunDirError(f"no checkpoint at {path}") from None
     except Exception as e:  # a damaged file or a pickle that asks for code: never half-loaded
-        raise RunDirError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
+        text = str(e)
+        # torch's own message advises weights_only=False, exactly what must not be done with such a file.
+        wanted = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", text)
+        if wanted:
+            raise RunDirError(
+                f"refusing to load checkpoint {path}: it asks for {wanted.group(1)}, which a checkpoint "
+                "never needs and which could run code; delete it unless you know who made it"
+            ) from None
+        if "Weights only load failed" in text:
+            raise RunDirError(
+                f"cannot load checkpoint {path}: it is not plain tensors and numbers; it is damaged or "
+                "was not written by cnnlab"
+            ) from None
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise RunDirError(f"cannot load checkpoint {path}: {first}") from None
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -142,17 +198,29 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    model = create_model(
-        config["model"],
-        num_classes=config["num_classes"],
-        in_chans=config["in_chans"],
-        **config.get("model_kwargs", {}),
-    )
+    # A hand-edited or damaged config can be valid JSON and still not describe a model.
+    fields = {"model": str, "num_classes": int, "in_chans": int, "model_kwargs": dict, "data": dict}
+    for key, kind in fields.items():
+        value = config.get(key, {} if key == "model_kwargs" else None)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunDirError(
+                f"{run_dir / CONFIG} has no valid {key!r} ({kind.__name__}); the run directory is damaged"
+            )
+    try:
+        model = create_model(
+            config["model"],
+            num_classes=config["num_classes"],
+            in_chans=config["in_chans"],
+            **config.get("model_kwargs", {}),
+        )
+    except (TypeError, ValueError) as e:  # model_kwargs of the wrong kind
+        raise RunDirError(f"{run_dir / CONFIG} describes no model cnnlab can build: {e}") from None
     weights = run_dir / WEIGHTS
     if not weights.exists():
         raise RunDirError(f"{run_dir} has no {WEIGHTS}: the training did not finish; resume or retrain it")
+    state = load_weights(weights)
     try:
-        model.load_state_dict(load_file(weights))
+        model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
         raise RunDirError(f"{weights} does not fit {config['model']}: {str(e).splitlines()[0]}") from None
     model.data_config = config["data"]  # type: ignore[assignment]
