@@ -223,6 +223,11 @@ def build_parser() -> Parser:
         action=argparse.BooleanOptionalAction,
         help="NHWC memory layout (default: where it is faster, on CPU and CUDA)",
     )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics of the global batch, as one process computes them",
+    )
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
     p.add_argument(
         "--resume",

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import data as datasets
 from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
@@ -23,6 +25,16 @@ from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..models import create_model
 from . import rundir
+from .distributed import (
+    SINGLE_PROCESS,
+    World,
+    all_sum,
+    convert_sync_batchnorm,
+    local_batch,
+    setup,
+    shard,
+    teardown,
+)
 from .evaluate import evaluate
 from .progress import TrainProgress
 from .runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
@@ -53,6 +65,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     channels_last: bool | None = None  # None: where it is faster (runtime.channels_last_default)
+    sync_bn: bool = False  # BatchNorm over the global batch when data-parallel (distributed.py)
     image_size: int | None = None  # resize every image to this side
     download: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -141,16 +154,18 @@ def train_epoch(
     progress: TrainProgress,
     epoch: int,
     memory_format: torch.memory_format = torch.contiguous_format,
+    world: World = SINGLE_PROCESS,
 ) -> tuple[float, float, int, float]:
     """One pass of SGD over the training set; returns (mean loss, accuracy, images seen, seconds spent
-    waiting for batches: gathering, augmenting and normalizing them)."""
+    waiting for batches: gathering, augmenting and normalizing them). Data-parallel, each process
+    trains on its slice of every global batch and the figures are those of the global batches."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     data_clock = Stopwatch()
     prepared = (
         (
-            normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format),
-            y.to(device, non_blocking=True),
+            normalize(shard(x, world).to(device, non_blocking=True)).contiguous(memory_format=memory_format),
+            shard(y, world).to(device, non_blocking=True),
         )
         for x, y in batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
     )
@@ -171,8 +186,9 @@ def train_epoch(
         loss_sum += loss_value * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-        progress.advance(len(y), loss_value)
-    return loss_sum / seen, correct / seen, seen, data_clock.seconds
+        progress.advance(len(y) * world.size, loss_value)
+    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], world, device)
+    return loss_sum / seen, correct / seen, int(seen), data_clock.seconds
 
 
 def index_epoch(
@@ -213,7 +229,23 @@ def fit(
     """Train as ``config`` says, write the run directory, and return ``result.json``'s content.
     ``resuming``: the run directory exists; continue from its checkpoint (see ``resume``)."""
     config.check()
-    device = resolve_device(config.device)
+    world, device_name = setup(config.device)
+    try:
+        return _fit(config, live, quiet or not world.main, resuming, world, device_name)
+    except dist.DistBackendError as e:  # a peer died or hung: say so in one line, do not hang
+        raise CnnlabError(
+            f"process {world.rank} of {world.size} lost its peers ({str(e).splitlines()[0][:200]}); "
+            f"continue with --resume {config.out}"
+        ) from None
+    finally:
+        teardown(world)
+
+
+def _fit(
+    config: TrainConfig, live: bool | None, quiet: bool, resuming: bool, world: World, device_name: str
+) -> dict[str, Any]:
+    local_batch(config.batch_size, world)
+    device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
     data = datasets.load(
         config.data, root=config.data_root, download=config.download, image_size=config.image_size
@@ -232,6 +264,10 @@ def fit(
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     if not resuming:
         rundir.check_new_run_dir(run_dir)
+    if world.distributed:
+        if config.sync_bn:
+            model = convert_sync_batchnorm(model, device)
+        dist.barrier()  # every process has checked the run directory before rank 0 creates it
 
     nonparametric = getattr(model, "is_nonparametric", False)
     epochs = 1 if nonparametric else config.epochs  # storing the training set twice would change nothing
@@ -268,18 +304,27 @@ def fit(
             opt.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         rows = state["metrics"]
+    # Gradients are averaged across the processes; the unwrapped model is what is evaluated and saved.
+    trained = (
+        DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if world.distributed
+        else model
+    )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(run_dir / rundir.CONFIG, {
-        "format_version": rundir.FORMAT_VERSION, "model": config.model, "model_kwargs": config.model_kwargs,
-        "num_classes": data.num_classes, "in_chans": data.in_chans, "params": params,
-        "data": {"name": data.name, "source": str(config.data), "classes": data.classes, "mean": data.mean,
-                 "std": data.std, "input_size": list(input_size), "hflip": data.hflip,
-                 "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
-        "train": {**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
-        "device": str(device), "precision": precision_name(dtype), "channels_last": channels_last,
-        "torch": torch.__version__,
-    })  # fmt: skip
+    writes = world.main  # only rank 0 touches the run directory
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_json(run_dir / rundir.CONFIG, {
+            "format_version": rundir.FORMAT_VERSION, "model": config.model,
+            "model_kwargs": config.model_kwargs, "num_classes": data.num_classes, "in_chans": data.in_chans,
+            "params": params,
+            "data": {"name": data.name, "source": str(config.data), "classes": data.classes,
+                     "mean": data.mean, "std": data.std, "input_size": list(input_size), "hflip": data.hflip,
+                     "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
+            "train": {**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
+            "device": str(device), "precision": precision_name(dtype), "channels_last": channels_last,
+            "torch": torch.__version__,
+        })  # fmt: skip
 
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)
@@ -304,7 +349,18 @@ def fit(
             else:
                 plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
                 train_loss, train_acc, seen, data_seconds = train_epoch(
-                    model, data, plan, normalize, opt, config, device, dtype, progress, epoch, memory_format
+                    trained,
+                    data,
+                    plan,
+                    normalize,
+                    opt,
+                    config,
+                    device,
+                    dtype,
+                    progress,
+                    epoch,
+                    memory_format,
+                    world,
                 )
             train_seconds = time.perf_counter() - epoch_start
             # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
@@ -318,14 +374,15 @@ def fit(
                 "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
                 "images_per_s": seen / train_seconds, "data_fraction": data_seconds / train_seconds,
             })  # fmt: skip
-            rundir.write_metrics(run_dir / rundir.METRICS, rows)
-            rundir.save_checkpoint({
-                "format_version": rundir.FORMAT_VERSION, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": opt.optimizer.state_dict() if opt else {},
-                "scheduler": opt.scheduler.state_dict() if opt else {},
-                "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
-                "metrics": rows,
-            }, run_dir / rundir.CHECKPOINT)  # fmt: skip
+            if writes:
+                rundir.write_metrics(run_dir / rundir.METRICS, rows)
+                rundir.save_checkpoint({
+                    "format_version": rundir.FORMAT_VERSION, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": opt.optimizer.state_dict() if opt else {},
+                    "scheduler": opt.scheduler.state_dict() if opt else {},
+                    "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
+                    "metrics": rows,
+                }, run_dir / rundir.CHECKPOINT)  # fmt: skip
             progress.end_epoch(rows[-1])
 
         train_time = time.perf_counter() - started
@@ -340,9 +397,10 @@ def fit(
                                    / sum(r["train_seconds"] for r in rows), 4),
             "params": params, "precision": precision_name(dtype), "device": str(device), "seed": config.seed,
         }  # fmt: skip
-        rundir.save_weights(model, run_dir / rundir.WEIGHTS)
-        rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
-        rundir.write_json(run_dir / rundir.RESULT, result)
+        if writes:
+            rundir.save_weights(model, run_dir / rundir.WEIGHTS)
+            rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
+            rundir.write_json(run_dir / rundir.RESULT, result)
         progress.print(
             f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
             f"in {train_time:.1f}s; results in {run_dir}"

@@ -133,7 +133,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``model.safetensors``; a damaged file raises RunDirError (safetensors runs no code)."""
+    """The tensors of a ``model.safetensors`` (a format that runs no code); a damaged file: RunDirError."""
     try:
         return load_file(path)
     except FileNotFoundError:
