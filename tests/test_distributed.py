@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -73,3 +75,37 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     stats = [k for k in a if "running" in k]
     assert relative_difference(a, b, stats) < 1e-2
     assert cli("eval", str(tmp_path / "two")).returncode == 0
+
+
+def test_a_dead_process_stops_the_others_and_the_run_resumes_in_one(cli, tmp_path):
+    out = tmp_path / "run"
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "cnnlab",
+        "train",
+    ]
+    args = ["--model", "resnet20", "--image-size", "16", "--epochs", "3", "--no-progress", "--out", str(out)]
+    run = subprocess.Popen(
+        [*torchrun, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(run.pid)], capture_output=True, text=True)
+    os.kill(int(workers.stdout.split()[-1]), signal.SIGKILL)
+    try:
+        _, err = run.communicate(timeout=60)  # no hang: the survivor is stopped
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail("the surviving process hung")
+    assert run.returncode != 0 and "SIGKILL" in err
+    assert not (out / "result.json").exists()
+    # The checkpoint of two processes resumes in one.
+    proc = cli("train", "--resume", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming after epoch" in proc.stdout and (out / "result.json").exists()
