@@ -192,6 +192,11 @@ def build_parser() -> Parser:
     )
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on an unreadable image in an image folder instead of skipping it",
+    )
+    p.add_argument(
         "--model-arg",
         action="append",
         default=[],

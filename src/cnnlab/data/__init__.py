@@ -64,12 +64,15 @@ def load(
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
     image_size: int | None = None,
+    strict: bool = False,
 ) -> Dataset:
     """Load a dataset by name (``mnist5k``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``)
     or by path (an image folder, a CIFAR archive or folder, a folder of MNIST IDX files).
 
     Named datasets other than mnist5k live under ``root`` (default ``./data`` or ``$CNNLAB_DATA``);
     CIFAR is downloaded there, with its checksum verified, when missing and ``download`` is true.
+    An image folder skips, with a warning, an image it cannot read, or with ``strict`` raises a
+    DataError for it; CIFAR and IDX files are always checked strictly (one bad file spoils the set).
     """
     key = str(name_or_path)
     name = ALIASES.get(key.lower(), key.lower())
@@ -78,7 +81,7 @@ def load(
         return resize(dataset, image_size) if image_size else dataset
     path = Path(key).expanduser()
     if path.exists():
-        dataset = _load_path(path, image_size)
+        dataset = _load_path(path, image_size, strict)
         return resize(dataset, image_size) if image_size else dataset
     close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -88,7 +91,7 @@ def load(
     )
 
 
-def _load_path(path: Path, image_size: int | None) -> Dataset:
+def _load_path(path: Path, image_size: int | None, strict: bool = False) -> Dataset:
     """Recognize a path's format by its content: CIFAR archive or folder, IDX files, else images."""
     names = {p.name for p in path.iterdir()} if path.is_dir() else set()
     if path.is_file():
@@ -115,7 +118,7 @@ def _load_path(path: Path, image_size: int | None) -> Dataset:
         return load_idx(path, name="fashion_mnist" if "fashion" in path.name.lower() else "mnist")
     from .folder import load_folder
 
-    return load_folder(path, image_size=image_size)
+    return load_folder(path, image_size=image_size, strict=strict)
 
 
 def resize(dataset: Dataset, size: int, chunk: int = 1024) -> Dataset:

@@ -14,6 +14,7 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,16 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     }
 
 
-class _CifarUnpickler(pickle.Unpickler):
+class _CifarUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """An unpickler that refuses every global except numpy's array reconstruction.
 
     ``find_class`` is the single point through which a pickle reaches callables (GLOBAL,
     STACK_GLOBAL, INST, OBJ and the copyreg extension opcodes all go through it), so refusing here
     means a hostile file cannot call ``os.system``, ``eval`` or anything else.
+
+    It is the pure-Python unpickler (as fast here: a batch is one big bytes object): the C one keeps
+    its memo in an array sized by the largest index a file names, so a corrupt 6 kB file saying
+    ``LONG_BINPUT 275870730`` made it zero 4 GB of memory; this one keeps a dict.
     """
 
     def __init__(self, file: Any, source: Path) -> None:
@@ -138,7 +143,9 @@ def _unpickle(path: Path) -> dict[str, Any]:
             "load again from the archive (or let cnnlab download it)"
         ) from e
     except Exception as e:  # a malformed pickle can raise almost anything; none of it is a bug here
-        raise DataError(f"cannot read CIFAR file {path}: {type(e).__name__}: {e}; it is corrupt") from e
+        # The message may quote raw pickle bytes, newlines included; the CLI prints one line.
+        detail = " ".join(str(e).split())
+        raise DataError(f"cannot read CIFAR file {path}: {type(e).__name__}: {detail}; it is corrupt") from e
     if not isinstance(obj, dict):
         raise DataError(f"cannot read CIFAR file {path}: it holds a {type(obj).__name__}, not a dict")
     return {_text(k): v for k, v in obj.items()}
@@ -170,7 +177,7 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[torch.Ten
     try:
         label_array = np.asarray(labels)
     except Exception as e:
-        raise DataError(f"CIFAR file {path} has malformed labels: {e}") from e
+        raise DataError(f"CIFAR file {path} has malformed labels: {' '.join(str(e).split())}") from e
     if label_array.ndim != 1 or label_array.dtype.kind not in "iu" or len(label_array) != len(data):
         raise DataError(
             f"CIFAR file {path} has {len(data)} images but labels of shape {label_array.shape} "
@@ -213,8 +220,8 @@ def _extract(archive: Path, into: Path, v: _Variant) -> Path:
         return target
     try:
         is_tar = tarfile.is_tarfile(archive)
-    except OSError as e:
-        raise DataError(f"cannot read {archive}: {e}") from e
+    except (OSError, EOFError, zlib.error) as e:  # EOFError: a gzip stream cut short
+        raise DataError(f"cannot read {archive}: {e}; it is truncated or corrupt, download it again") from e
     if not is_tar:
         raise DataError(f"{archive} is not a tar archive; expected the {v.title} python version {v.url}")
     try:

@@ -68,6 +68,7 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm over the global batch when data-parallel (distributed.py)
     image_size: int | None = None  # resize every image to this side
     download: bool = True
+    strict: bool = False  # an unreadable image in an image folder fails the run instead of being skipped
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -248,7 +249,11 @@ def _fit(
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
     data = datasets.load(
-        config.data, root=config.data_root, download=config.download, image_size=config.image_size
+        config.data,
+        root=config.data_root,
+        download=config.download,
+        image_size=config.image_size,
+        strict=config.strict,
     )
     torch.manual_seed(config.seed)
     model = create_model(

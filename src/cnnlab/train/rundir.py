@@ -206,6 +206,8 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
             raise RunDirError(
                 f"{run_dir / CONFIG} has no valid {key!r} ({kind.__name__}); the run directory is damaged"
             )
+    if not all(name.isidentifier() for name in config.get("model_kwargs", {})):
+        raise RunDirError(f"{run_dir / CONFIG} has a 'model_kwargs' key that is not a name; it is damaged")
     try:
         model = create_model(
             config["model"],
@@ -214,7 +216,9 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
             **config.get("model_kwargs", {}),
         )
     except (TypeError, ValueError) as e:  # model_kwargs of the wrong kind
-        raise RunDirError(f"{run_dir / CONFIG} describes no model cnnlab can build: {e}") from None
+        raise RunDirError(
+            f"{run_dir / CONFIG} describes no model cnnlab can build: {' '.join(str(e).split())}"
+        ) from None
     weights = run_dir / WEIGHTS
     if not weights.exists():
         raise RunDirError(f"{run_dir} has no {WEIGHTS}: the training did not finish; resume or retrain it")
