@@ -30,6 +30,7 @@ ARGS = [
 ]
 ARGS += ["--lr", "0.001", "--sync-bn", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cnnlab", "train"]
 
 
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys: list[str]) -> float:
@@ -51,17 +52,7 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     one = subprocess.run([sys.executable, "-m", "cnnlab", "train", *ARGS, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=ENV)  # fmt: skip
     assert one.returncode == 0, one.stderr
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "cnnlab",
-        "train",
-    ]
-    two = subprocess.run([*torchrun, *ARGS, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+    two = subprocess.run([*TORCHRUN, *ARGS, "--out", str(tmp_path / "two")], capture_output=True, text=True,
                          env=ENV, timeout=600)  # fmt: skip
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("epoch 1/1") == 1  # only rank 0 logs
@@ -79,19 +70,9 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
 
 def test_a_dead_process_stops_the_others_and_the_run_resumes_in_one(cli, tmp_path):
     out = tmp_path / "run"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "cnnlab",
-        "train",
-    ]
     args = ["--model", "resnet20", "--image-size", "16", "--epochs", "3", "--no-progress", "--out", str(out)]
     run = subprocess.Popen(
-        [*torchrun, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+        [*TORCHRUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     )
     deadline = time.monotonic() + 300
     while not (out / "checkpoint.pt").exists() and run.poll() is None and time.monotonic() < deadline:
