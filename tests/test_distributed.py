@@ -1,7 +1,6 @@
 """Data-parallel training under torchrun: the result of one process, from two."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,8 +45,6 @@ def test_the_global_batch_divides_among_the_processes():
         local_batch(63, world)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")  # fmt: skip
 def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     one = subprocess.run([sys.executable, "-m", "cnnlab", "train", *ARGS, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=ENV)  # fmt: skip
