@@ -208,14 +208,16 @@ def build_parser() -> Parser:
         type=int,
         help="resize every image to this side (e.g. 64 for models that need more than 28x28)",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument(
+        "--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}"
+    )
     p.add_argument(
         "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
     )
