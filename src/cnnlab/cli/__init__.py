@@ -22,6 +22,7 @@ from .bench import add_bench_command
 from .common import Parser, _si, _wide_console, print_json
 from .compare import add_compare_command
 from .experiment import add_experiment_commands
+from .export import add_export_command
 from .report import add_report_command
 
 
@@ -276,6 +277,7 @@ def build_parser() -> Parser:
     add_compare_command(sub)
     add_experiment_commands(sub)
     add_bench_command(sub)
+    add_export_command(sub)
     return parser
 
 
