@@ -21,6 +21,7 @@ from .analyze import add_analyze_commands
 from .bench import add_bench_command
 from .common import Parser, _si, _wide_console, print_json
 from .compare import add_compare_command
+from .convert import add_convert_command
 from .experiment import add_experiment_commands
 from .export import add_export_command
 from .report import add_report_command
@@ -278,6 +279,7 @@ def build_parser() -> Parser:
     add_experiment_commands(sub)
     add_bench_command(sub)
     add_export_command(sub)
+    add_convert_command(sub)
     return parser
 
 

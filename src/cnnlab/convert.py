@@ -1,0 +1,264 @@
+"""A checkpoint of torchvision or timm as a cnnlab run directory.
+
+cnnlab's ResNet, AlexNet, VGG, GoogLeNet, DenseNet and EfficientNet use torchvision's parameter names
+and shapes, and its SE-ResNet timm's, so most checkpoints load as they are. Two things are renamed:
+
+* DDP checkpoints: a leading ``module.`` is dropped;
+* torchvision's legacy DenseNet names (``denselayer1.norm.1.weight``, from the Lua-era release) become
+  today's (``denselayer1.norm1.weight``), the renaming torchvision applies to its own pretrained files.
+
+The file is read without running code (``torch.load(weights_only=True)`` or safetensors); the number
+of classes and of input channels are read off the head's and the stem's shapes; then every key and
+every shape must match the model cnnlab builds, or nothing is written. BatchNorm's
+``num_batches_tracked`` counters, which old checkpoints lack, are the only keys that may be missing
+(they are set to 0, as ``load_state_dict`` does for such files).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CnnlabError
+from .models import create_model, model_family
+from .train import rundir
+
+SOURCES = ("torchvision", "timm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SHOWN = 5  # offending keys named in an error; the rest are counted
+
+# timm's names of the models cnnlab has under another name (the weights' keys are the same).
+TIMM_ALIASES = {f"seresnet{d}": f"se_resnet{d}" for d in (18, 34, 50, 101, 152)}
+
+# torchvision's DenseNet checkpoints of 2017 say "norm.1", "relu.1", "conv.1" where the modules are
+# now "norm1", "relu1", "conv1".
+_LEGACY_DENSENET = re.compile(
+    r"^(.*\.denselayer\d+\.(?:norm|relu|conv))\.([12])\."
+    r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
+_NESTED = ("state_dict", "model", "model_state_dict")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.pth``/``.pt`` (plain tensors only: a pickle asking for code is refused) or
+    ``.safetensors`` file, unwrapped from ``{"state_dict": ...}`` or ``{"model": ...}``."""
+    path = Path(file)
+    if not path.is_file():
+        raise CnnlabError(f"no checkpoint file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CnnlabError(f"cannot read {path} as safetensors: {_first_line(e)}") from None
+    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged file or a pickle that asks for code: never loaded
+            text = str(e)
+            # torch's own message advises weights_only=False, exactly what must not be done here.
+            wanted = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", text)
+            if wanted:
+                raise CnnlabError(
+                    f"refusing to load {path}: it asks for {wanted.group(1)}, which a checkpoint never "
+                    "needs and which could run code; delete it unless you know who made it"
+                ) from None
+            if "Weights only load failed" in text:
+                raise CnnlabError(
+                    f"refusing to load {path}: it is not plain tensors and numbers (a pickle that could "
+                    "run code, or a damaged file)"
+                ) from None
+            raise CnnlabError(f"cannot read {path}: {' '.join(_first_line(e).split())}") from None
+    else:
+        raise CnnlabError(f"{path}: expected a .pth, .pt or .safetensors file, got {suffix or 'no suffix'!r}")
+
+    for key in _NESTED:  # training scripts wrap the weights with the optimizer, epoch, ...
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise CnnlabError(f"{path} holds no state_dict (a dict of parameter names to tensors)")
+    others = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if others:
+        raise CnnlabError(f"{path} is not a state_dict: {_name_some(others)} are not tensors")
+    return dict(obj)
+
+
+def map_keys(source: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under cnnlab's names: ``module.`` dropped, legacy DenseNet names updated."""
+    if source not in SOURCES:
+        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key.removeprefix("module.")
+        if source == "torchvision":
+            new = _LEGACY_DENSENET.sub(r"\1\2.\3", new)
+        if new in out:
+            raise CnnlabError(f"the checkpoint has {new!r} twice (as {key!r} and under another name)")
+        out[new] = value
+    return out
+
+
+def _name_some(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN])
+    return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
+
+
+def _meta_shapes(name: str, num_classes: int, in_chans: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _infer(name: str, state: dict[str, torch.Tensor], which: str, default: int, other: int) -> int:
+    """The value of ``which`` (num_classes or in_chans) the checkpoint was made with: the model is
+    built twice on the meta device with two values of it, and the dimensions that change are read in
+    the checkpoint's tensors of the same names."""
+    a = _meta_shapes(name, **{"num_classes": 1000, "in_chans": 3, which: default})
+    b = _meta_shapes(name, **{"num_classes": 1000, "in_chans": 3, which: other})
+    found: set[int] = set()
+    for key, shape in a.items():
+        if key not in state or shape == b.get(key) or len(shape) != len(b[key]):
+            continue
+        got = tuple(state[key].shape)
+        if len(got) != len(shape):
+            continue
+        for dim, (x, y) in enumerate(zip(shape, b[key], strict=True)):
+            if x == default and y == other:  # this dimension is `which` itself
+                found.add(got[dim])
+    # None found (head or stem missing) or several (inconsistent): the shape check reports it.
+    return found.pop() if len(found) == 1 else default
+
+
+def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+    """Every key present, none surplus, every shape equal, or a one-line CnnlabError."""
+    missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
+    surplus = [k for k in state if k not in model_state]
+    shapes = [
+        f"{k} {list(state[k].shape)} (cnnlab: {list(v.shape)})"
+        for k, v in model_state.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_name_some(missing)}")
+    if surplus:
+        problems.append(f"{len(surplus)} surplus: {_name_some(surplus)}")
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape: {_name_some(shapes)}")
+    if problems:
+        raise CnnlabError(
+            f"the checkpoint does not fit cnnlab's {name}: {'; '.join(problems)}; nothing was written"
+        )
+
+
+def convert_checkpoint(
+    source: str,
+    model: str,
+    file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """Convert a torchvision or timm checkpoint of ``model`` into the run directory ``out``, checked:
+    ``load_run(out)`` gives the same tensors and the same logits as the checkpoint loaded directly."""
+    if source not in SOURCES:
+        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    name = TIMM_ALIASES.get(model, model) if source == "timm" else model
+    run_dir = Path(out)
+    rundir.check_new_run_dir(run_dir)
+    model_family(name)  # an unknown name: UnknownNameError before the file is read
+    state = map_keys(source, read_state_dict(file))
+
+    num_classes = _infer(name, state, "num_classes", 1000, 7)
+    in_chans = _infer(name, state, "in_chans", 3, 1)
+    with torch.device("meta"):
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    model_state = net.state_dict()
+    check_fit(name, model_state, state)
+    state = {
+        k: state[k].to(v.dtype) if k in state else torch.zeros((), dtype=v.dtype)
+        for k, v in model_state.items()
+    }
+    net.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a buffer outside the state_dict
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans)
+        net.load_state_dict(state)
+    net.eval()
+    params = sum(p.numel() for p in net.parameters())
+
+    default_size = list(getattr(net, "default_input_size", (in_chans, 224, 224)))
+    # ImageNet's class names do not ship with cnnlab yet: placeholders keep predict's output readable.
+    classes = [f"class {i}" for i in range(num_classes)]
+    config = {
+        "format_version": rundir.FORMAT_VERSION,
+        "model": name,
+        "model_kwargs": {},
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "params": params,
+        "data": {
+            "name": "imagenet" if num_classes == 1000 else "converted",
+            "source": "imagenet" if num_classes == 1000 else "converted",
+            "classes": classes,
+            "mean": list(IMAGENET_MEAN) if in_chans == 3 else [0.5] * in_chans,
+            "std": list(IMAGENET_STD) if in_chans == 3 else [0.5] * in_chans,
+            "input_size": default_size,
+            "hflip": True,
+            "train_size": 0,
+            "test_size": 0,
+        },
+        "train": {"data_root": None},
+        "converted": {"from": source, "model": model, "file": str(Path(file).resolve())},
+        "device": "cpu",
+        "precision": "float32",
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.save_weights(net, run_dir / rundir.WEIGHTS)
+    rundir.write_json(run_dir / rundir.CONFIG, config)
+
+    max_diff = _round_trip(net, run_dir)
+    return {
+        "run_dir": str(run_dir),
+        "model": name,
+        "source": source,
+        "file": str(file),
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "params": params,
+        "tensors": len(state),
+        "input_size": default_size,
+        "class_names": "placeholder",
+        "max_abs_diff": max_diff,
+        "files": {"config": str(run_dir / rundir.CONFIG), "weights": str(run_dir / rundir.WEIGHTS)},
+    }
+
+
+@torch.no_grad()
+def _round_trip(net: nn.Module, run_dir: Path) -> float:
+    """``load_run`` must give back the very tensors, and the same logits on a small input."""
+    loaded = rundir.load_run(run_dir)
+    ours, theirs = net.state_dict(), loaded.state_dict()
+    differ = [k for k, v in ours.items() if k not in theirs or not torch.equal(v, theirs[k])]
+    if differ:
+        raise CnnlabError(f"{run_dir} does not load back the converted weights: {_name_some(differ)}")
+    c = loaded.data_config["input_size"][0]  # type: ignore[attr-defined]
+    side = max(getattr(net, "min_input_size", 1), 64)
+    x = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(0))
+    a, b = net(x), loaded(x)
+    diff = (a - b).abs().max().item()
+    if not torch.allclose(a, b, rtol=1e-5, atol=1e-5):
+        raise CnnlabError(f"{run_dir}: the loaded model's logits differ from the checkpoint's by {diff:.2e}")
+    return diff
