@@ -66,23 +66,7 @@ def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CnnlabError(f"cannot read {path} as safetensors: {_first_line(e)}") from None
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a damaged file or a pickle that asks for code: never loaded
-            text = str(e)
-            # torch's own message advises weights_only=False, exactly what must not be done here.
-            wanted = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", text)
-            if wanted:
-                raise CnnlabError(
-                    f"refusing to load {path}: it asks for {wanted.group(1)}, which a checkpoint never "
-                    "needs and which could run code; delete it unless you know who made it"
-                ) from None
-            if "Weights only load failed" in text:
-                raise CnnlabError(
-                    f"refusing to load {path}: it is not plain tensors and numbers (a pickle that could "
-                    "run code, or a damaged file)"
-                ) from None
-            raise CnnlabError(f"cannot read {path}: {' '.join(_first_line(e).split())}") from None
+        obj = rundir.load_tensors(Path(path), "weights")
     else:
         raise CnnlabError(f"{path}: expected a .pth, .pt or .safetensors file, got {suffix or 'no suffix'!r}")
 

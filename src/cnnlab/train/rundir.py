@@ -150,28 +150,34 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint without ever running code from it (``weights_only=True``)."""
+def load_tensors(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` that never runs code from the file (``weights_only=True``): a damaged file or a
+    pickle that asks for code is a one-line RunDirError naming ``what`` it was meant to be."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise RunDirError(f"no checkpoint at {path}") from None
+        raise RunDirError(f"no {what} at {path}") from None
     except Exception as e:  # a damaged file or a pickle that asks for code: never half-loaded
         text = str(e)
         # torch's own message advises weights_only=False, exactly what must not be done with such a file.
         wanted = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", text)
         if wanted:
             raise RunDirError(
-                f"refusing to load checkpoint {path}: it asks for {wanted.group(1)}, which a checkpoint "
+                f"refusing to load {what} {path}: it asks for {wanted.group(1)}, which a checkpoint "
                 "never needs and which could run code; delete it unless you know who made it"
             ) from None
         if "Weights only load failed" in text:
             raise RunDirError(
-                f"cannot load checkpoint {path}: it is not plain tensors and numbers; it is damaged or "
+                f"cannot load {what} {path}: it is not plain tensors and numbers; it is damaged or "
                 "was not written by cnnlab"
             ) from None
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise RunDirError(f"cannot load checkpoint {path}: {first}") from None
+        first = " ".join(text.splitlines()[0].split()) if text else type(e).__name__
+        raise RunDirError(f"cannot load {what} {path}: {first}") from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint without ever running code from it (``weights_only=True``)."""
+    return load_tensors(path, "checkpoint")
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
