@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import gzip
+import importlib.util
 import json
 import pathlib
 import re
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
+from filled import filled_input, filled_state
 from safetensors.torch import save_file
 
-from cnnlab import create_model, load_run
-from cnnlab.convert import convert_checkpoint
+from cnnlab import create_model, imagenet, load_run
+from cnnlab.convert import convert_checkpoint, converted_model
 from cnnlab.errors import CnnlabError
 
 
@@ -195,3 +199,121 @@ def test_unknown_model_and_occupied_out(resnet18_state, tmp_path: Path) -> None:
     (tmp_path / "b" / "x").write_text("")
     with pytest.raises(CnnlabError, match="not empty"):
         convert_checkpoint("torchvision", "resnet18", file, tmp_path / "b")
+
+
+# --- Every listed architecture against torchvision and timm (fixtures of scripts/reference_fixtures.py)
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "reference_fixtures", ROOT / "scripts" / "reference_fixtures.py"
+)
+reference_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference_fixtures)
+SOURCE = {"tv": "torchvision", "timm": "timm"}
+
+
+def read_fixture(name: str) -> dict:
+    with gzip.open(reference_fixtures.fixture_path(name), "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.mark.parametrize("name", reference_fixtures.COVERAGE)
+def test_reference_model_converts_with_equal_logits(name: str) -> None:
+    """The reference model's keys, filled from their names, give the reference's logits in cnnlab."""
+    fixture = read_fixture(name)
+    source, _, arch = name.partition(":")
+    model, built = converted_model(SOURCE[source], arch, filled_state(fixture["keys"]))
+    assert built["num_classes"] == 1000 and built["in_chans"] == 3
+    with torch.no_grad():
+        logits = model(filled_input(fixture["size"]))[0]
+    assert relative_difference(logits, torch.tensor(fixture["logits"])) < 1e-4
+
+
+def test_timm_efficientnet_keeps_its_batchnorm_eps(tmp_path: Path) -> None:
+    """timm's B5 has BN eps 1e-5 where torchvision's (and cnnlab's default) has 1e-3: the run records
+    it, and load_run's model gives timm's logits, which cnnlab's default B5 would not."""
+    fixture = read_fixture("timm:efficientnet_b5")
+    file = write_checkpoint(filled_state(fixture["keys"]), tmp_path / "b5.safetensors")
+    r = convert_checkpoint("timm", "efficientnet_b5", file, tmp_path / "run")
+    assert r["model_kwargs"] == {"bn_eps": 1e-5, "bn_momentum": 0.1}
+    x, expected = filled_input(fixture["size"]), torch.tensor(fixture["logits"])
+    with torch.no_grad():
+        assert relative_difference(load_run(tmp_path / "run")(x)[0], expected) < 1e-4
+        default = create_model("efficientnet_b5")
+        default.load_state_dict(load_run(tmp_path / "run").state_dict())
+        assert relative_difference(default.eval()(x)[0], expected) > 1e-3
+
+
+def test_googlenet_without_auxiliary_heads(tmp_path: Path) -> None:
+    """torchvision drops the auxiliary heads from a pretrained GoogLeNet; its state_dict converts to a
+    model without them, normalized as its Caffe-trained weights expect."""
+    fixture = read_fixture("tv:googlenet")
+    state = {k: v for k, v in filled_state(fixture["keys"]).items() if not k.startswith(("aux1.", "aux2."))}
+    file = write_checkpoint(state, tmp_path / "googlenet.pth")
+    r = convert_checkpoint("torchvision", "googlenet", file, tmp_path / "run")
+    assert r["model_kwargs"] == {"aux_logits": False} and r["tensors"] == len(state)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["mean"] == [0.5] * 3 and config["data"]["std"] == [0.5] * 3
+    with torch.no_grad():
+        logits = load_run(tmp_path / "run")(filled_input(fixture["size"]))[0]
+    assert relative_difference(logits, torch.tensor(fixture["logits"])) < 1e-4
+
+
+def test_predict_on_a_converted_imagenet_model_reads_like_torchvision(tmp_path: Path, cli) -> None:
+    """ImageNet's names, and the image prepared as torchvision evaluates: shorter side to 256
+    (bilinear), centre 224 crop, ImageNet mean and std."""
+    from PIL import Image
+
+    fixture = read_fixture("tv:resnet18")
+    state = filled_state(fixture["keys"])
+    file = write_checkpoint(state, tmp_path / "resnet18.pth")
+    assert (
+        cli(
+            "convert",
+            "--from",
+            "torchvision",
+            "--model",
+            "resnet18",
+            str(file),
+            "--out",
+            str(tmp_path / "run"),
+        ).returncode
+        == 0
+    )
+
+    rgb = torch.randint(0, 256, (300, 400, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(rgb.numpy()).resize((400, 300)).save(tmp_path / "photo.png")
+    proc = cli("predict", str(tmp_path / "run"), str(tmp_path / "photo.png"), "--json", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)["predictions"][0]["top"]
+
+    with Image.open(tmp_path / "photo.png") as im:
+        im = im.convert("RGB").resize((341, 256), Image.BILINEAR).crop((58, 16, 282, 240))
+    x = torch.from_numpy(numpy.asarray(im).copy()).permute(2, 0, 1).float().div(255)
+    x = (x - torch.tensor(imagenet.MEAN)[:, None, None]) / torch.tensor(imagenet.STD)[:, None, None]
+    model = create_model("resnet18")
+    model.load_state_dict(state)
+    with torch.no_grad():
+        probs = model.eval()(x[None]).softmax(1)[0]
+    expected = probs.topk(3)
+    assert [t["index"] for t in top] == expected.indices.tolist()
+    assert [t["label"] for t in top] == [imagenet.class_names()[i] for i in expected.indices]
+    assert top[0]["prob"] == pytest.approx(expected.values[0].item(), abs=1e-4)
+
+
+def test_imagenet_class_names() -> None:
+    names = imagenet.class_names()
+    assert len(names) == len(set(names)) == 1000
+    assert (names[0], names[1], names[999]) == ("tench", "goldfish", "toilet tissue")
+
+
+def test_timm_and_torchvision_preprocessing() -> None:
+    assert imagenet.preprocessing("torchvision", "resnet50") == imagenet.Preprocessing(224, 256)
+    b3 = imagenet.preprocessing("torchvision", "efficientnet_b3")
+    assert (b3.crop, b3.resize, b3.interpolation) == (300, 320, "bicubic")
+    se = imagenet.preprocessing("timm", "seresnet50")  # crop_pct 0.95: floor(224 / 0.95)
+    assert (se.crop, se.resize, se.interpolation) == (224, 235, "bicubic")

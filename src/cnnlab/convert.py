@@ -1,17 +1,24 @@
 """A checkpoint of torchvision or timm as a cnnlab run directory.
 
 cnnlab's ResNet, AlexNet, VGG, GoogLeNet, DenseNet and EfficientNet use torchvision's parameter names
-and shapes, and its SE-ResNet timm's, so most checkpoints load as they are. Two things are renamed:
+and shapes, and its SE-ResNet timm's, so most checkpoints load as they are; timm's ResNets have
+torchvision's names too. What is renamed or adapted:
 
 * DDP checkpoints: a leading ``module.`` is dropped;
 * torchvision's legacy DenseNet names (``denselayer1.norm.1.weight``, from the Lua-era release) become
-  today's (``denselayer1.norm1.weight``), the renaming torchvision applies to its own pretrained files.
+  today's (``denselayer1.norm1.weight``), the renaming torchvision applies to its own pretrained files;
+* timm's EfficientNets name their parts (``blocks.1.0.conv_pwl``) where torchvision numbers them
+  (``features.2.0.block.3.0``); the parts map one to one, and timm's BatchNorm eps (1e-5 in B5-B7,
+  where torchvision has 1e-3) is kept as a model argument of the run;
+* a GoogLeNet checkpoint without the auxiliary heads (torchvision drops them from a pretrained model)
+  gives a model built without them.
 
 The file is read without running code (``torch.load(weights_only=True)`` or safetensors); the number
 of classes and of input channels are read off the head's and the stem's shapes; then every key and
 every shape must match the model cnnlab builds, or nothing is written. BatchNorm's
 ``num_batches_tracked`` counters, which old checkpoints lack, are the only keys that may be missing
-(they are set to 0, as ``load_state_dict`` does for such files).
+(they are set to 0, as ``load_state_dict`` does for such files). A 1000-class model gets ImageNet's
+class names and its library's evaluation preprocessing (imagenet.py).
 """
 
 from __future__ import annotations
@@ -24,13 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import imagenet
 from .errors import CnnlabError
 from .models import create_model, model_family
 from .train import rundir
 
 SOURCES = ("torchvision", "timm")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SHOWN = 5  # offending keys named in an error; the rest are counted
 
 # timm's names of the models cnnlab has under another name (the weights' keys are the same).
@@ -43,6 +49,21 @@ _LEGACY_DENSENET = re.compile(
     r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
 )
 _NESTED = ("state_dict", "model", "model_state_dict")
+
+# timm's EfficientNet: blocks.STAGE.BLOCK.PART... is torchvision's features.STAGE+1.BLOCK.block.INDEX...
+_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.([a-z_]+\d?)\.(.+)$")
+_TIMM_MBCONV = {
+    "conv_pw": "0.0",
+    "bn1": "0.1",
+    "conv_dw": "1.0",
+    "bn2": "1.1",
+    "se": "2",
+    "conv_pwl": "3.0",
+    "bn3": "3.1",
+}
+# The blocks without expansion (depthwise-separable: timm's conv_pw is then the projection).
+_TIMM_SEPARABLE = {"conv_dw": "0.0", "bn1": "0.1", "se": "1", "conv_pw": "2.0", "bn2": "2.1"}
+_TIMM_SE = {"conv_reduce": "fc1", "conv_expand": "fc2"}
 
 
 def _first_line(e: BaseException) -> str:
@@ -82,19 +103,65 @@ def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def map_keys(source: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` under cnnlab's names: ``module.`` dropped, legacy DenseNet names updated."""
+def map_keys(source: str, state: dict[str, torch.Tensor], model: str = "") -> dict[str, torch.Tensor]:
+    """``state`` under cnnlab's names: ``module.`` dropped, legacy DenseNet names updated, timm's
+    EfficientNet parts numbered as torchvision's (``model`` says which renaming applies)."""
     if source not in SOURCES:
         raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    state = _renamed(state, lambda key: key.removeprefix("module."))
+    if source == "torchvision":
+        return _renamed(state, lambda key: _LEGACY_DENSENET.sub(r"\1\2.\3", key))
+    if model.startswith("efficientnet_"):
+        return _timm_efficientnet(state)
+    return state
+
+
+def _renamed(state: dict[str, torch.Tensor], rename: Any) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        new = key.removeprefix("module.")
-        if source == "torchvision":
-            new = _LEGACY_DENSENET.sub(r"\1\2.\3", new)
+        new = rename(key)
         if new in out:
             raise CnnlabError(f"the checkpoint has {new!r} twice (as {key!r} and under another name)")
         out[new] = value
     return out
+
+
+def _timm_efficientnet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's EfficientNet names as torchvision's; a name that fits no rule stays, for check_fit."""
+    blocks = [m.groups() for key in state if (m := _TIMM_BLOCK.match(key))]
+    head = 1 + max((int(stage) for stage, *_ in blocks), default=-1) + 1  # after the stem and stages
+    expanded = {(stage, block) for stage, block, part, _ in blocks if part == "conv_pwl"}
+    top = {
+        "conv_stem.": "features.0.0.",
+        "bn1.": "features.0.1.",
+        "conv_head.": f"features.{head}.0.",
+        "bn2.": f"features.{head}.1.",
+        "classifier.": "classifier.1.",
+    }
+
+    def rename(key: str) -> str:
+        if m := _TIMM_BLOCK.match(key):
+            stage, block, part, rest = m.groups()
+            parts = _TIMM_MBCONV if (stage, block) in expanded else _TIMM_SEPARABLE
+            if part not in parts:
+                return key
+            if part == "se":
+                layer, _, leaf = rest.partition(".")
+                rest = f"{_TIMM_SE.get(layer, layer)}.{leaf}"
+            return f"features.{int(stage) + 1}.{block}.block.{parts[part]}.{rest}"
+        prefix = next((p for p in top if key.startswith(p)), None)
+        return top[prefix] + key.removeprefix(prefix) if prefix else key
+
+    return _renamed(state, rename)
+
+
+def _model_kwargs(source: str, name: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the checkpoint's model was built with, where cnnlab's default differs."""
+    if source == "timm" and name.startswith("efficientnet_"):
+        return {"bn_eps": 1e-5, "bn_momentum": 0.1}  # timm keeps PyTorch's BN defaults in B5-B7 too
+    if name == "googlenet" and not any(k.startswith(("aux1.", "aux2.")) for k in state):
+        return {"aux_logits": False}
+    return {}
 
 
 def _name_some(keys: list[str]) -> str:
@@ -150,6 +217,37 @@ def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, 
         )
 
 
+def converted_model(
+    source: str, model: str, state: dict[str, torch.Tensor]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """cnnlab's ``model`` (a torchvision or timm name) holding the checkpoint's tensors ``state``, in
+    eval mode, and how it was built: {"model", "model_kwargs", "num_classes", "in_chans"}."""
+    if source not in SOURCES:
+        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    name = TIMM_ALIASES.get(model, model) if source == "timm" else model
+    model_family(name)  # an unknown name: UnknownNameError
+    state = map_keys(source, state, name)
+    kwargs = _model_kwargs(source, name, state)
+    num_classes = _infer(name, state, "num_classes", 1000, 7)
+    in_chans = _infer(name, state, "in_chans", 3, 1)
+    with torch.device("meta"):
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model_state = net.state_dict()
+    check_fit(name, model_state, state)
+    # Copies: a file's tensors may sit unaligned in its memory map, where the kernels take other
+    # paths and round otherwise than for the model load_run builds.
+    state = {
+        k: state[k].to(v.dtype, copy=True) if k in state else torch.zeros((), dtype=v.dtype)
+        for k, v in model_state.items()
+    }
+    net.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a buffer outside the state_dict
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        net.load_state_dict(state)
+    built = {"model": name, "model_kwargs": kwargs, "num_classes": num_classes, "in_chans": in_chans}
+    return net.eval(), built
+
+
 def convert_checkpoint(
     source: str,
     model: str,
@@ -160,50 +258,42 @@ def convert_checkpoint(
     ``load_run(out)`` gives the same tensors and the same logits as the checkpoint loaded directly."""
     if source not in SOURCES:
         raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    name = TIMM_ALIASES.get(model, model) if source == "timm" else model
     run_dir = Path(out)
     rundir.check_new_run_dir(run_dir)
-    model_family(name)  # an unknown name: UnknownNameError before the file is read
-    state = map_keys(source, read_state_dict(file))
-
-    num_classes = _infer(name, state, "num_classes", 1000, 7)
-    in_chans = _infer(name, state, "in_chans", 3, 1)
-    with torch.device("meta"):
-        net = create_model(name, num_classes=num_classes, in_chans=in_chans)
-    model_state = net.state_dict()
-    check_fit(name, model_state, state)
-    state = {
-        k: state[k].to(v.dtype) if k in state else torch.zeros((), dtype=v.dtype)
-        for k, v in model_state.items()
-    }
-    net.load_state_dict(state, assign=True)
-    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a buffer outside the state_dict
-        net = create_model(name, num_classes=num_classes, in_chans=in_chans)
-        net.load_state_dict(state)
-    net.eval()
+    model_family(TIMM_ALIASES.get(model, model) if source == "timm" else model)  # before the file is read
+    net, built = converted_model(source, model, read_state_dict(file))
+    num_classes, in_chans = built["num_classes"], built["in_chans"]
     params = sum(p.numel() for p in net.parameters())
 
-    default_size = list(getattr(net, "default_input_size", (in_chans, 224, 224)))
-    # ImageNet's class names do not ship with cnnlab yet: placeholders keep predict's output readable.
-    classes = [f"class {i}" for i in range(num_classes)]
+    data: dict[str, Any]
+    if num_classes == imagenet.NUM_CLASSES and in_chans == 3:
+        prep = imagenet.preprocessing(source, model)
+        data = {
+            "name": "imagenet",
+            "source": "imagenet",
+            "classes": list(imagenet.class_names()),
+            "mean": list(prep.mean),
+            "std": list(prep.std),
+            "input_size": [3, prep.crop, prep.crop],
+            "resize_size": prep.resize,
+            "interpolation": prep.interpolation,
+        }
+    else:  # unknown classes and statistics: placeholders keep predict's output readable
+        side = getattr(net, "default_input_size", (in_chans, 224, 224))[-1]
+        data = {
+            "name": "converted",
+            "source": "converted",
+            "classes": [f"class {i}" for i in range(num_classes)],
+            "mean": list(imagenet.MEAN) if in_chans == 3 else [0.5] * in_chans,
+            "std": list(imagenet.STD) if in_chans == 3 else [0.5] * in_chans,
+            "input_size": [in_chans, side, side],
+        }
+    data |= {"hflip": True, "train_size": 0, "test_size": 0}
     config = {
         "format_version": rundir.FORMAT_VERSION,
-        "model": name,
-        "model_kwargs": {},
-        "num_classes": num_classes,
-        "in_chans": in_chans,
+        **built,
         "params": params,
-        "data": {
-            "name": "imagenet" if num_classes == 1000 else "converted",
-            "source": "imagenet" if num_classes == 1000 else "converted",
-            "classes": classes,
-            "mean": list(IMAGENET_MEAN) if in_chans == 3 else [0.5] * in_chans,
-            "std": list(IMAGENET_STD) if in_chans == 3 else [0.5] * in_chans,
-            "input_size": default_size,
-            "hflip": True,
-            "train_size": 0,
-            "test_size": 0,
-        },
+        "data": data,
         "train": {"data_root": None},
         "converted": {"from": source, "model": model, "file": str(Path(file).resolve())},
         "device": "cpu",
@@ -216,15 +306,17 @@ def convert_checkpoint(
     max_diff = _round_trip(net, run_dir)
     return {
         "run_dir": str(run_dir),
-        "model": name,
+        "model": built["model"],
+        "model_kwargs": built["model_kwargs"],
         "source": source,
         "file": str(file),
         "num_classes": num_classes,
         "in_chans": in_chans,
         "params": params,
-        "tensors": len(state),
-        "input_size": default_size,
-        "class_names": "placeholder",
+        "tensors": len(net.state_dict()),
+        "input_size": data["input_size"],
+        "resize_size": data.get("resize_size"),
+        "class_names": data["name"],
         "max_abs_diff": max_diff,
         "files": {"config": str(run_dir / rundir.CONFIG), "weights": str(run_dir / rundir.WEIGHTS)},
     }

@@ -74,11 +74,14 @@ def load_image(
     """An image file as a run's model takes it: the (C, H, W) uint8 image, converted to the model's
     channels and resized (shorter side, then centre crop) to its input size as image folders are at
     training time, and that image normalized as a batch of one, (1, C, H, W) float on ``device``.
+    A converted ImageNet run states its own evaluation resize (``resize_size``, e.g. 256 before a
+    224 crop) and ``interpolation``.
 
     ``data_config`` is a loaded run's ``model.data_config``. An unreadable file raises DataError.
     """
     c, h, w = data_config["input_size"]
-    image = read_image(Path(path), channels=c, size=(h, w))
+    resize, interpolation = data_config.get("resize_size"), data_config.get("interpolation", "bilinear")
+    image = read_image(Path(path), c, (h, w), resize, interpolation)
     normalize = Normalize(tuple(data_config["mean"]), tuple(data_config["std"])).to(device)
     return image, normalize(image.unsqueeze(0).to(device))
 

@@ -45,6 +45,8 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> None:
     from ..train import TrainConfig, fit, resume
 
+    if args.resume and args.init:
+        raise CnnlabError("--init starts a new run and --resume continues one: give one of them, not both")
     if args.resume:
         resume(args.resume, live=False if args.no_progress else None)
         return
@@ -168,7 +170,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> Parser:
-    from ..train.loop import TrainConfig
+    from ..train.loop import DEFAULT_MODEL, TrainConfig
     from ..train.runtime import DEVICES, PRECISIONS
     from ..train.schedule import SCHEDULES
 
@@ -181,8 +183,9 @@ def build_parser() -> Parser:
         help="train a model and write a run directory",
         description="Train a model; with no arguments, ResNet-20 on the embedded mnist5k digits.",
     )
-    p.add_argument(
-        "--model", default=d.model, help=f"a registered model (default {d.model}; see `cnnlab models`)"
+    p.add_argument(  # default None: with --init, "not given" means the init run's model
+        "--model",
+        help=f"a registered model (default {DEFAULT_MODEL}, or the --init run's; see `cnnlab models`)",
     )
     p.add_argument(
         "--data",
@@ -236,6 +239,12 @@ def build_parser() -> Parser:
         "--sync-bn",
         action="store_true",
         help="under torchrun: BatchNorm statistics of the global batch, as one process computes them",
+    )
+    p.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from the weights of RUN_DIR (a trained or converted run); layers whose shape depends "
+        "on the number of classes get a new initialisation",
     )
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
     p.add_argument(

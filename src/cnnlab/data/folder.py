@@ -23,7 +23,9 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B
 _SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _IGNORED_DIRS = frozenset({"__MACOSX"})
-_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR  # Pillow < 9.1 has no Resampling enum
+_RESAMPLING = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has no Resampling enum
+_BILINEAR = _RESAMPLING.BILINEAR
+INTERPOLATIONS = {"bilinear": _RESAMPLING.BILINEAR, "bicubic": _RESAMPLING.BICUBIC}
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -85,42 +87,66 @@ def _to_mode(im: Image.Image, gray: bool) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
-def _resize_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
-    """Scale so the image just covers ``size`` (for a square: shorter side to ``size``; bilinear,
-    and Pillow filters over the whole footprint when shrinking, so this is antialiased), then cut
-    the centre (height, width)."""
+def _resize_crop(
+    im: Image.Image, size: int | tuple[int, int], resize: int | None = None, resample: int = _BILINEAR
+) -> Image.Image:
+    """Scale so the image just covers ``size`` (for a square: shorter side to ``size``), or, with
+    ``resize``, so its shorter side is ``resize`` (ImageNet's evaluation: 256, then a 224 crop); then
+    cut the centre (height, width). Pillow filters over the whole footprint when shrinking, so this
+    is antialiased."""
     th, tw = (size, size) if isinstance(size, int) else size
     w, h = im.size
-    if (w, h) == (tw, th):
-        return im
-    scale = max(th / h, tw / w)
-    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    if resize is None:
+        if (w, h) == (tw, th):
+            return im
+        scale = max(th / h, tw / w)
+        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    else:  # the longer side is truncated, as torchvision's Resize does
+        nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
     if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), _BILINEAR)
+        im = im.resize((nw, nh), resample)
+    if nw < tw or nh < th:
+        raise ValueError(f"resized to {nw}x{nh}, smaller than the {tw}x{th} crop")
     left, top = (nw - tw) // 2, (nh - th) // 2
     return im.crop((left, top, left + tw, top + th))
 
 
-def _decode(path: Path, gray: bool, size: int | tuple[int, int] | None) -> np.ndarray:
+def _decode(
+    path: Path,
+    gray: bool,
+    size: int | tuple[int, int] | None,
+    resize: int | None = None,
+    resample: int = _BILINEAR,
+) -> np.ndarray:
     """Fully decode one file to a (H, W) or (H, W, 3) uint8 array (raises on a corrupt file)."""
     with Image.open(path) as im:
         im.load()
         out = _to_mode(im, gray)
         if size is not None:
-            out = _resize_crop(out, size)
+            out = _resize_crop(out, size, resize, resample)
         return np.array(out, dtype=np.uint8)  # a writable copy, which torch.from_numpy wants
 
 
-def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """One image file as a (channels, H, W) uint8 tensor, converted and resized as image folders are.
+def read_image(
+    path: Path | str,
+    channels: int,
+    size: tuple[int, int],
+    resize: int | None = None,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """One image file as a (channels, H, W) uint8 tensor, converted and resized as image folders are,
+    or, with ``resize``, shorter side to ``resize`` and the centre ``size`` cut out.
 
-    ``channels`` is 1 (grayscale) or 3 (RGB). A missing or unreadable file raises DataError.
+    ``channels`` is 1 (grayscale) or 3 (RGB); ``interpolation`` is one of INTERPOLATIONS. A missing
+    or unreadable file raises DataError.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no image file at {path}")
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
     try:
-        pixels = _decode(path, gray=channels == 1, size=size)
+        pixels = _decode(path, channels == 1, size, resize, INTERPOLATIONS[interpolation])
     except Exception as e:  # PIL raises many types for unreadable files
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     tensor = torch.from_numpy(pixels)

@@ -24,7 +24,7 @@ from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..models import create_model
-from . import rundir
+from . import finetune, rundir
 from .distributed import (
     SINGLE_PROCESS,
     World,
@@ -42,13 +42,14 @@ from .schedule import default_lr, make_optimizer
 
 T = TypeVar("T")
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
+DEFAULT_MODEL = "resnet20"
 
 
 @dataclass
 class TrainConfig:
     """A training run. The defaults train a CIFAR-style ResNet-20 on the embedded mnist5k digits."""
 
-    model: str = "resnet20"
+    model: str | None = None  # None: the init run's model, or DEFAULT_MODEL
     data: str = "mnist5k"
     data_root: str | None = None
     epochs: int = 12
@@ -70,6 +71,7 @@ class TrainConfig:
     download: bool = True
     strict: bool = False  # an unreadable image in an image folder fails the run instead of being skipped
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None  # a run directory whose weights start the training (finetune.py)
 
     def check(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -230,6 +232,13 @@ def fit(
     """Train as ``config`` says, write the run directory, and return ``result.json``'s content.
     ``resuming``: the run directory exists; continue from its checkpoint (see ``resume``)."""
     config.check()
+    if config.init and not resuming:  # a resumed run has its init's architecture in its config already
+        # Absolute, so that the config.json of the run names it whatever the directory it is read from.
+        config.init = str(Path(config.init).resolve())
+        config.model, config.model_kwargs = finetune.init_architecture(
+            config.init, config.model, config.model_kwargs
+        )
+    config.model = config.model or DEFAULT_MODEL
     world, device_name = setup(config.device)
     try:
         return _fit(config, live, quiet or not world.main, resuming, world, device_name)
@@ -269,6 +278,12 @@ def _fit(
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     if not resuming:
         rundir.check_new_run_dir(run_dir)
+    checkpoint = run_dir / rundir.CHECKPOINT
+    init: dict[str, Any] | None = None
+    if config.init and not (resuming and checkpoint.exists()):  # a checkpoint replaces the weights
+        # The images are normalized with the new data's own mean and std, as any training: the first
+        # steps adapt the copied layers (BatchNorm's statistics among them) to them.
+        init = finetune.init_from_run(model, config.init, config.model_kwargs)
     if world.distributed:
         if config.sync_bn:
             model = convert_sync_batchnorm(model, device)
@@ -299,7 +314,6 @@ def _fit(
     params = sum(p.numel() for p in model.parameters())
 
     rows: list[dict[str, float]] = []
-    checkpoint = run_dir / rundir.CHECKPOINT
     if resuming and checkpoint.exists():  # killed before its first checkpoint: start over
         state = rundir.load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
@@ -309,6 +323,7 @@ def _fit(
             opt.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         rows = state["metrics"]
+        init = state.get("init")  # what the interrupted run took from its init run, for result.json
     # Gradients are averaged across the processes; the unwrapped model is what is evaluated and saved.
     trained = (
         DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -340,6 +355,8 @@ def _fit(
             f"training and {len(data.test_labels):,} test images of {'x'.join(map(str, input_size))}, "
             f"{data.num_classes} classes; {device}, {precision_name(dtype)}, {recipe}; writing {run_dir}"
         )
+        if init:
+            progress.print(finetune.describe(init))
         if rows:
             progress.print(f"resuming after epoch {len(rows)} of {epochs}")
         for epoch in range(len(rows) + 1, epochs + 1):
@@ -386,7 +403,7 @@ def _fit(
                     "optimizer": opt.optimizer.state_dict() if opt else {},
                     "scheduler": opt.scheduler.state_dict() if opt else {},
                     "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
-                    "metrics": rows,
+                    "metrics": rows, **({"init": init} if init else {}),
                 }, run_dir / rundir.CHECKPOINT)  # fmt: skip
             progress.end_epoch(rows[-1])
 
@@ -402,6 +419,8 @@ def _fit(
                                    / sum(r["train_seconds"] for r in rows), 4),
             "params": params, "precision": precision_name(dtype), "device": str(device), "seed": config.seed,
         }  # fmt: skip
+        if init:
+            result["init"] = init
         if writes:
             rundir.save_weights(model, run_dir / rundir.WEIGHTS)
             rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
