@@ -116,3 +116,21 @@ def test_folder_empty_class_and_no_classes(tmp_path: Path) -> None:
     save(tmp_path / "flat" / "a.png", "RGB", (4, 4), (0, 0, 0))
     with pytest.raises(DataError, match="no class folders"):
         load_folder(tmp_path / "flat")
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_folder_imagenet_evaluation_resize(tmp_path: Path, interpolation: str) -> None:
+    """resize_side: shorter side to 40 (the longer one truncated: 60 * 40 / 36 = 66.7 -> 66), then
+    the centre 32 x 32, as torchvision's Resize(40) and CenterCrop(32) do."""
+    rgb = np.random.default_rng(0).integers(0, 256, (36, 60, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(rgb).save(tmp_path / name / "0.png")
+        Image.fromarray(rgb[::-1]).save(tmp_path / name / "1.png")
+    ds = load_folder(tmp_path, image_size=32, test_fraction=0.5, resize_side=40, interpolation=interpolation)
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
+    expected = np.array(Image.fromarray(rgb).resize((66, 40), resample).crop((17, 4, 49, 36)))
+    images = torch.cat([ds.train_images, ds.test_images])
+    assert any(torch.equal(im, torch.from_numpy(expected).permute(2, 0, 1)) for im in images)
+    with pytest.raises(DataError, match="interpolation"):
+        load_folder(tmp_path, image_size=32, interpolation="nearest")

@@ -29,7 +29,17 @@ def run_dataset(
     size = config["data"]["input_size"]
     # The run's input side: a model trained with --image-size sees its data resized the same way.
     side = size[1] if size[1] == size[2] else None
-    dataset = datasets.load(source, root=root, download=False, image_size=side)
+    # A converted ImageNet run states its evaluation resize (256 before a 224 crop): image folders get it.
+    resize_side = config["data"].get("resize_size") if side else None
+    interpolation = config["data"].get("interpolation", "bilinear")
+    dataset = datasets.load(
+        source,
+        root=root,
+        download=False,
+        image_size=side,
+        resize_side=resize_side,
+        interpolation=interpolation,
+    )
     got = [dataset.in_chans, *dataset.image_size]
     if got != size:
         raise InputSizeError(

@@ -65,9 +65,14 @@ def load(
     download: bool = True,
     image_size: int | None = None,
     strict: bool = False,
+    resize_side: int | None = None,
+    interpolation: str = "bilinear",
 ) -> Dataset:
     """Load a dataset by name (``mnist5k``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``)
     or by path (an image folder, a CIFAR archive or folder, a folder of MNIST IDX files).
+
+    ``resize_side`` and ``interpolation`` read an image folder as ImageNet models are evaluated:
+    shorter side to ``resize_side``, then the centre ``image_size`` square (see ``load_folder``).
 
     Named datasets other than mnist5k live under ``root`` (default ``./data`` or ``$CNNLAB_DATA``);
     CIFAR is downloaded there, with its checksum verified, when missing and ``download`` is true.
@@ -81,7 +86,7 @@ def load(
         return resize(dataset, image_size) if image_size else dataset
     path = Path(key).expanduser()
     if path.exists():
-        dataset = _load_path(path, image_size, strict)
+        dataset = _load_path(path, image_size, strict, resize_side, interpolation)
         return resize(dataset, image_size) if image_size else dataset
     close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -91,7 +96,13 @@ def load(
     )
 
 
-def _load_path(path: Path, image_size: int | None, strict: bool = False) -> Dataset:
+def _load_path(
+    path: Path,
+    image_size: int | None,
+    strict: bool = False,
+    resize_side: int | None = None,
+    interpolation: str = "bilinear",
+) -> Dataset:
     """Recognize a path's format by its content: CIFAR archive or folder, IDX files, else images."""
     names = {p.name for p in path.iterdir()} if path.is_dir() else set()
     if path.is_file():
@@ -118,7 +129,9 @@ def _load_path(path: Path, image_size: int | None, strict: bool = False) -> Data
         return load_idx(path, name="fashion_mnist" if "fashion" in path.name.lower() else "mnist")
     from .folder import load_folder
 
-    return load_folder(path, image_size=image_size, strict=strict)
+    return load_folder(
+        path, image_size=image_size, strict=strict, resize_side=resize_side, interpolation=interpolation
+    )
 
 
 def resize(dataset: Dataset, size: int, chunk: int = 1024) -> Dataset:

@@ -168,6 +168,8 @@ def load_folder(
     seed: int = 0,
     *,
     strict: bool = False,
+    resize_side: int | None = None,
+    interpolation: str = "bilinear",
 ) -> Dataset:
     """Load an image folder (one sub-folder per class) as a `Dataset`.
 
@@ -176,7 +178,9 @@ def load_folder(
     with a fixed stratified draw of ``test_fraction`` per class (``seed`` fixes it). Images are 1
     channel if every one is grayscale, else RGB (transparency composited onto white). Sizes are kept
     when all images share one and ``image_size`` is None; otherwise each image's shorter side is
-    resized to ``image_size`` (default 64) and the centre square cropped. A file PIL cannot read is
+    resized to ``image_size`` (default 64) and the centre square cropped, or, with ``resize_side``,
+    resized to ``resize_side`` (with ``interpolation``, see INTERPOLATIONS) before the centre
+    ``image_size`` square is cropped, as ImageNet models are evaluated. A file PIL cannot read is
     skipped with a warning, or raises with ``strict=True``.
     """
     root = Path(path).expanduser()
@@ -186,6 +190,8 @@ def load_folder(
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
     if not 0.0 <= test_fraction < 1.0:
         raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
 
     train_dir, test_dir = root, None
     if (root / "train").is_dir():
@@ -229,7 +235,7 @@ def load_folder(
     labels, is_test, kept = [], [], 0
     for file, label, test in entries:
         try:
-            array = _decode(file, gray, size)
+            array = _decode(file, gray, size, resize_side, INTERPOLATIONS[interpolation])
             if array.shape[:2] != (h, w):
                 raise ValueError(f"decoded size {array.shape[1]}x{array.shape[0]} differs from its header")
         except Exception as e:
