@@ -9,7 +9,7 @@ import torch
 
 import cnnlab
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.models import num_params, register
+from cnnlab.models import dependent_tensors, num_params, register, size_in
 from cnnlab.models.resnet import BasicBlock, ZeroPadShortcut
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -123,3 +123,17 @@ def test_list_models_filters_and_registration_is_unique():
         @register
         def resnet18(**kwargs):
             return None
+
+
+def test_dependent_tensors_find_head_and_stem_without_names() -> None:
+    assert dependent_tensors("resnet18", "num_classes") == {"fc.weight": 0, "fc.bias": 0}
+    assert dependent_tensors("resnet18", "in_chans") == {"conv1.weight": 1}
+    googlenet = dependent_tensors("googlenet", "num_classes")
+    assert {"fc.weight", "aux1.fc2.weight", "aux2.fc2.bias"} <= set(googlenet)
+    assert dependent_tensors("googlenet", "num_classes", aux_logits=False).keys() == {"fc.weight", "fc.bias"}
+    assert dependent_tensors("linear", "in_chans") == {"fc.weight": None}  # C x H x W flattened
+    with torch.device("meta"):
+        state = cnnlab.create_model("resnet18", num_classes=37, in_chans=1).state_dict()
+    assert size_in(state, dependent_tensors("resnet18", "num_classes")) == 37
+    assert size_in(state, dependent_tensors("resnet18", "in_chans")) == 1
+    assert size_in({}, dependent_tensors("resnet18", "num_classes")) is None

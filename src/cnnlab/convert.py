@@ -33,7 +33,7 @@ from torch import nn
 
 from . import imagenet
 from .errors import CnnlabError
-from .models import create_model, model_family
+from .models import create_model, dependent_tensors, model_family, size_in
 from .train import rundir
 
 SOURCES = ("torchvision", "timm")
@@ -169,32 +169,6 @@ def _name_some(keys: list[str]) -> str:
     return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
-def _meta_shapes(name: str, num_classes: int, in_chans: int) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _infer(name: str, state: dict[str, torch.Tensor], which: str, default: int, other: int) -> int:
-    """The value of ``which`` (num_classes or in_chans) the checkpoint was made with: the model is
-    built twice on the meta device with two values of it, and the dimensions that change are read in
-    the checkpoint's tensors of the same names."""
-    a = _meta_shapes(name, **{"num_classes": 1000, "in_chans": 3, which: default})
-    b = _meta_shapes(name, **{"num_classes": 1000, "in_chans": 3, which: other})
-    found: set[int] = set()
-    for key, shape in a.items():
-        if key not in state or shape == b.get(key) or len(shape) != len(b[key]):
-            continue
-        got = tuple(state[key].shape)
-        if len(got) != len(shape):
-            continue
-        for dim, (x, y) in enumerate(zip(shape, b[key], strict=True)):
-            if x == default and y == other:  # this dimension is `which` itself
-                found.add(got[dim])
-    # None found (head or stem missing) or several (inconsistent): the shape check reports it.
-    return found.pop() if len(found) == 1 else default
-
-
 def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
     """Every key present, none surplus, every shape equal, or a one-line CnnlabError."""
     missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
@@ -228,8 +202,9 @@ def converted_model(
     model_family(name)  # an unknown name: UnknownNameError
     state = map_keys(source, state, name)
     kwargs = _model_kwargs(source, name, state)
-    num_classes = _infer(name, state, "num_classes", 1000, 7)
-    in_chans = _infer(name, state, "in_chans", 3, 1)
+    # Read off the head's and the stem's shapes; none found (head or stem missing): check_fit says so.
+    num_classes = size_in(state, dependent_tensors(name, "num_classes", **kwargs)) or 1000
+    in_chans = size_in(state, dependent_tensors(name, "in_chans", **kwargs)) or 3
     with torch.device("meta"):
         net = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     model_state = net.state_dict()

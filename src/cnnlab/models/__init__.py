@@ -7,11 +7,13 @@ import pkgutil
 from .registry import (
     closest_models,
     create_model,
+    dependent_tensors,
     describe_models,
     list_models,
     model_family,
     num_params,
     register,
+    size_in,
 )
 
 for _module in pkgutil.iter_modules(__path__):
@@ -21,9 +23,11 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "closest_models",
     "create_model",
+    "dependent_tensors",
     "describe_models",
     "list_models",
     "model_family",
     "num_params",
     "register",
+    "size_in",
 ]

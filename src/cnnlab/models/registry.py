@@ -116,6 +116,53 @@ def num_params(name: str, **kwargs: object) -> int:
         return sum(p.numel() for p in create_model(name, **kwargs).parameters())
 
 
+# Two values of each size for the meta-device builds of dependent_tensors; any two distinct ones do.
+_SIZES = {"num_classes": (10, 7), "in_chans": (3, 1)}
+
+
+def dependent_tensors(name: str, which: str, **kwargs: object) -> dict[str, int | None]:
+    """The state_dict keys of ``name`` whose shape depends on ``which`` (``num_classes``: the head;
+    ``in_chans``: the stem), each with the dimension that is ``which`` itself, or None where no one
+    dimension is (a linear classifier's flattened C x H x W pixels).
+
+    Found without a layer name: the model is built twice on the meta device with two values.
+    """
+    base, other = _SIZES[which]
+    shapes = []
+    for value in (base, other):
+        sizes = {
+            "num_classes": base if which != "num_classes" else value,
+            "in_chans": 3 if which != "in_chans" else value,
+        }
+        with torch.device("meta"):
+            model = create_model(name, **sizes, **kwargs)
+        shapes.append(
+            {k: tuple(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        )
+    found: dict[str, int | None] = {}
+    for key, shape in shapes[0].items():
+        changed = shapes[1].get(key)
+        if changed == shape:
+            continue
+        same_rank = changed is not None and len(changed) == len(shape)
+        dims = (
+            [d for d, xy in enumerate(zip(shape, changed, strict=True)) if xy == (base, other)]
+            if same_rank
+            else []
+        )
+        found[key] = dims[0] if len(dims) == 1 else None
+    return found
+
+
+def size_in(state: dict[str, torch.Tensor], dependent: dict[str, int | None]) -> int | None:
+    """The value of the size ``dependent`` (from dependent_tensors) was found for, as ``state`` has it:
+    None where its tensors are missing, or disagree."""
+    sizes = {
+        state[k].shape[d] for k, d in dependent.items() if d is not None and k in state and state[k].dim() > d
+    }
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
     """Name, family, parameters (1000 classes, 3 channels) and minimum input of each model.
 

@@ -3,8 +3,8 @@
 The init run may come from ``cnnlab train`` on other data or from ``cnnlab convert`` (an ImageNet
 checkpoint). Its model and builder options are the new run's; its weights are copied into the model
 created for the new data tensor by tensor, with two exceptions found without any layer name, by
-building the model on the meta device with two values of ``num_classes`` (or ``in_chans``) and
-comparing the shapes, the way ``convert._infer`` reads a checkpoint:
+``models.dependent_tensors`` (two meta-device builds with two values of ``num_classes`` or
+``in_chans``), as ``convert`` reads a checkpoint's number of classes:
 
 * the head, every tensor whose shape depends on the number of classes (``fc``, ``classifier``,
   GoogLeNet's auxiliary classifiers, ...), keeps its fresh initialisation when the class counts
@@ -28,13 +28,10 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, RunDirError
-from ..models import create_model
+from ..models import dependent_tensors, size_in
 from . import rundir
 
 SHOWN = 4  # tensors named in an error or a summary; the rest are counted
-# Two values of each dimension for the meta-device builds; any two distinct positive ones would do.
-_BASE = {"num_classes": 10, "in_chans": 3}
-_OTHER = {"num_classes": 7, "in_chans": 1}
 
 
 def init_architecture(
@@ -78,10 +75,10 @@ def init_from_run(
     name = config["model"]
     kwargs = dict(config.get("model_kwargs", {}) if model_kwargs is None else model_kwargs)
     ours, theirs = model.state_dict(), source.state_dict()
-    head = _dependent(name, kwargs, "num_classes")
-    stem = _dependent(name, kwargs, "in_chans")
-    new_classes = _size(head, ours)
-    run_classes = _size(head, theirs)
+    head = dependent_tensors(name, "num_classes", **kwargs)
+    stem = dependent_tensors(name, "in_chans", **kwargs)
+    new_classes = size_in(ours, head)
+    run_classes = size_in(theirs, head)
     if new_classes is None or run_classes is None:  # no dimension is the class count itself
         classes_differ = any(k in theirs and theirs[k].shape != ours[k].shape for k in head if k in ours)
     else:
@@ -152,36 +149,6 @@ def _is_extra(key: str) -> bool:
 def _name_some(keys: list[str]) -> str:
     shown = ", ".join(keys[:SHOWN])
     return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
-
-
-def _meta_shapes(name: str, kwargs: Mapping[str, Any], **sizes: int) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # no memory, no initialisation: instant even for the largest models
-        model = create_model(name, **sizes, **kwargs)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-
-
-def _dependent(name: str, kwargs: Mapping[str, Any], which: str) -> dict[str, int | None]:
-    """The tensors whose shape depends on ``which`` (num_classes or in_chans), each with the dimension
-    that is ``which`` itself, or None where it is not one dimension (the linear classifier's flattened
-    pixels, C x H x W)."""
-    a = _meta_shapes(name, kwargs, **_BASE)
-    b = _meta_shapes(name, kwargs, **{**_BASE, which: _OTHER[which]})
-    found: dict[str, int | None] = {}
-    for key, shape in a.items():
-        other = b.get(key)
-        if other == shape:
-            continue
-        pair = (_BASE[which], _OTHER[which])
-        same_rank = other is not None and len(other) == len(shape)
-        dims = [d for d, xy in enumerate(zip(shape, other, strict=True)) if xy == pair] if same_rank else []
-        found[key] = dims[0] if len(dims) == 1 else None
-    return found
-
-
-def _size(dependent: Mapping[str, int | None], state: Mapping[str, torch.Tensor]) -> int | None:
-    """The class count (or channel count) a state was made with, read off its dependent tensors."""
-    sizes = {state[k].shape[d] for k, d in dependent.items() if d is not None and k in state}
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _gray_stem(run: Path, key: str, value: torch.Tensor, want: int, dim: int) -> torch.Tensor:
