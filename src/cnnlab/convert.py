@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def map_keys(source: str, state: dict[str, torch.Tensor], model: str = "") -> di
     return state
 
 
-def _renamed(state: dict[str, torch.Tensor], rename: Any) -> dict[str, torch.Tensor]:
+def _renamed(state: dict[str, torch.Tensor], rename: Callable[[str], str]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         new = rename(key)
@@ -129,7 +130,8 @@ def _renamed(state: dict[str, torch.Tensor], rename: Any) -> dict[str, torch.Ten
 def _timm_efficientnet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's EfficientNet names as torchvision's; a name that fits no rule stays, for check_fit."""
     blocks = [m.groups() for key in state if (m := _TIMM_BLOCK.match(key))]
-    head = 1 + max((int(stage) for stage, *_ in blocks), default=-1) + 1  # after the stem and stages
+    # features.0 is the stem, features.1..N the N stages, features.N+1 the head conv.
+    head = max((int(stage) for stage, *_ in blocks), default=-1) + 2
     expanded = {(stage, block) for stage, block, part, _ in blocks if part == "conv_pwl"}
     top = {
         "conv_stem.": "features.0.0.",
