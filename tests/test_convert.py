@@ -317,3 +317,15 @@ def test_timm_and_torchvision_preprocessing() -> None:
     assert (b3.crop, b3.resize, b3.interpolation) == (300, 320, "bicubic")
     se = imagenet.preprocessing("timm", "seresnet50")  # crop_pct 0.95: floor(224 / 0.95)
     assert (se.crop, se.resize, se.interpolation) == (224, 235, "bicubic")
+
+
+def test_exported_converted_model_states_its_preprocessing(tmp_path: Path) -> None:
+    from cnnlab.export import export_run
+
+    fixture = read_fixture("tv:efficientnet_b0")
+    file = write_checkpoint(filled_state(fixture["keys"]), tmp_path / "b0.pth")
+    convert_checkpoint("torchvision", "efficientnet_b0", file, tmp_path / "run")
+    export_run(tmp_path / "run", "torchscript", tmp_path / "b0.ts")
+    meta = json.loads((tmp_path / "b0.ts.json").read_text())
+    assert (meta["input_size"], meta["resize_size"], meta["interpolation"]) == ([3, 224, 224], 256, "bicubic")
+    assert meta["classes"][:2] == ["tench", "goldfish"]

@@ -59,6 +59,8 @@ def _metadata(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
         "mean": data["mean"],
         "std": data["std"],
         "input_size": list(data["input_size"]),
+        # A converted ImageNet model's evaluation resize: shorter side, then the centre crop.
+        **{k: data[k] for k in ("resize_size", "interpolation") if k in data},
         "input": "images",
         "output": "logits",
         "layout": "NCHW float32, (pixel / 255 - mean) / std",
