@@ -193,15 +193,21 @@ def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, 
         )
 
 
+def cnnlab_name(source: str, model: str) -> str:
+    """cnnlab's name of ``source``'s ``model``; an unknown source or model is a one-line error."""
+    if source not in SOURCES:
+        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    name = TIMM_ALIASES.get(model, model) if source == "timm" else model
+    model_family(name)  # an unknown name: UnknownNameError, with the closest names
+    return name
+
+
 def converted_model(
     source: str, model: str, state: dict[str, torch.Tensor]
 ) -> tuple[nn.Module, dict[str, Any]]:
     """cnnlab's ``model`` (a torchvision or timm name) holding the checkpoint's tensors ``state``, in
     eval mode, and how it was built: {"model", "model_kwargs", "num_classes", "in_chans"}."""
-    if source not in SOURCES:
-        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    name = TIMM_ALIASES.get(model, model) if source == "timm" else model
-    model_family(name)  # an unknown name: UnknownNameError
+    name = cnnlab_name(source, model)
     state = map_keys(source, state, name)
     kwargs = _model_kwargs(source, name, state)
     # Read off the head's and the stem's shapes; none found (head or stem missing): check_fit says so.
@@ -233,11 +239,9 @@ def convert_checkpoint(
 ) -> dict[str, Any]:
     """Convert a torchvision or timm checkpoint of ``model`` into the run directory ``out``, checked:
     ``load_run(out)`` gives the same tensors and the same logits as the checkpoint loaded directly."""
-    if source not in SOURCES:
-        raise CnnlabError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    cnnlab_name(source, model)  # a mistyped source or model: before anything is read or written
     run_dir = Path(out)
     rundir.check_new_run_dir(run_dir)
-    model_family(TIMM_ALIASES.get(model, model) if source == "timm" else model)  # before the file is read
     net, built = converted_model(source, model, read_state_dict(file))
     num_classes, in_chans = built["num_classes"], built["in_chans"]
     params = sum(p.numel() for p in net.parameters())
