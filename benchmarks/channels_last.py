@@ -20,7 +20,7 @@ import torch
 
 from cnnlab.bench import make_step
 from cnnlab.models import create_model
-from cnnlab.train.runtime import cpu_has_bf16, resolve_device
+from cnnlab.runtime import cpu_has_bf16, resolve_device
 
 
 def main(

@@ -12,7 +12,7 @@ import cnnlab.bench as bench_module
 from cnnlab.analysis.summary import summarize
 from cnnlab.bench import bench, sweep, sweep_configs
 from cnnlab.cli import main as cnnlab_main
-from cnnlab.train.runtime import channels_last_default
+from cnnlab.runtime import channels_last_default
 
 FAST = {"batch_size": 4, "input_size": (3, 32, 32), "steps": 2, "warmup": 1, "min_seconds": 0.0}
 FAST_ARGS = ["--batch-size", "4", "--input", "3x32x32", "--steps", "2", "--warmup", "1", "--min-seconds", "0"]

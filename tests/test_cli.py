@@ -105,7 +105,7 @@ def test_predict_labels_real_digits(cli, trained_run, tmp_path):
         assert p["top"][0]["label"] in d.classes
     # The CLI's answer equals the library model's on the same pixels.
     model = cnnlab.load_run(trained_run)
-    norm = Normalize(tuple(model.data_config["mean"]), tuple(model.data_config["std"]))
+    norm = Normalize(tuple(model.data_config.mean), tuple(model.data_config.std))
     with torch.no_grad():
         expected = model(norm(d.test_images[:3])).argmax(1).tolist()
     assert [p["top"][0]["index"] for p in preds] == expected

@@ -4,7 +4,7 @@ import math
 
 import cnnlab.train.loop as loop
 from cnnlab.cli import main
-from cnnlab.train.rundir import load_checkpoint
+from cnnlab.rundir import load_checkpoint
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import save_run
 
 import cnnlab
 from cnnlab.export import MISSING_EXTRA, export_run
-from cnnlab.train import rundir
 
 # (model, input side): each model's smallest valid input, or a little more, to keep the file fast.
 # AlexNet's FC layers are narrowed (61M parameters otherwise); VGG has no such option.
@@ -43,27 +43,9 @@ def make_run(root: Path, name: str, side: int) -> Path:
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.1, 0.1)
-    run = root / name
-    run.mkdir(parents=True)
-    rundir.write_json(
-        run / rundir.CONFIG,
-        {
-            "format_version": rundir.FORMAT_VERSION,
-            "model": name,
-            "model_kwargs": kwargs,
-            "num_classes": len(CLASSES),
-            "in_chans": 3,
-            "data": {
-                "name": "synthetic",
-                "classes": CLASSES,
-                "mean": [0.5, 0.4, 0.3],
-                "std": [0.2, 0.2, 0.2],
-                "input_size": [3, side, side],
-            },
-        },
+    return save_run(
+        model, root / name, name, CLASSES, [3, side, side], [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], **kwargs
     )
-    rundir.save_weights(model, run / rundir.WEIGHTS)
-    return run
 
 
 @pytest.fixture(scope="module")

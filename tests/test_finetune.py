@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import save_run
 from safetensors.torch import load_file
 
 import cnnlab
+from cnnlab import rundir
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, RunDirError
 from cnnlab.models import create_model
-from cnnlab.train import TrainConfig, fit, init_from_run, resume, rundir
+from cnnlab.train import TrainConfig, fit, init_from_run, resume
 
 HEAD = ["fc3.weight", "fc3.bias"]  # simple_cnn's; the code finds them by shape, the tests name them
 
@@ -33,17 +35,6 @@ def digits3(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         for c in ("3", "5", "8"):
             shutil.copytree(tiny_digits / split / c, root / split / c)
     return root
-
-
-def save_run(model: torch.nn.Module, out: Path, name: str, num_classes: int, in_chans: int, **kwargs) -> Path:
-    """A run directory holding ``model``, as ``cnnlab convert`` writes one (no training)."""
-    out.mkdir()
-    rundir.save_weights(model, out / rundir.WEIGHTS)
-    rundir.write_json(out / rundir.CONFIG, {
-        "format_version": rundir.FORMAT_VERSION, "model": name, "model_kwargs": kwargs,
-        "num_classes": num_classes, "in_chans": in_chans, "data": {},
-    })  # fmt: skip
-    return out
 
 
 def test_every_tensor_but_the_head_comes_from_the_run(base_run):
@@ -72,7 +63,8 @@ def test_the_same_class_count_copies_the_head_too(base_run):
 
 def test_googlenet_auxiliary_heads_are_new_too(tmp_path):
     torch.manual_seed(0)
-    run = save_run(create_model("googlenet", num_classes=4, in_chans=1), tmp_path / "g", "googlenet", 4, 1)
+    googlenet = create_model("googlenet", num_classes=4, in_chans=1)
+    run = save_run(googlenet, tmp_path / "g", "googlenet", list("abcd"), [1, 28, 28])
     info = init_from_run(create_model("googlenet", num_classes=2, in_chans=1), run)
     heads = ("aux1.fc2", "aux2.fc2", "fc")
     assert sorted(info["new"]) == sorted(f"{h}.{p}" for h in heads for p in ("weight", "bias"))
@@ -86,7 +78,7 @@ def test_a_gray_model_from_a_colour_run_computes_the_same_on_gray_images(tmp_pat
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    run = save_run(colour, tmp_path / "rgb", name, 10, 3)
+    run = save_run(colour, tmp_path / "rgb", name, list("0123456789"), [3, 28, 28])
     gray = create_model(name, num_classes=10, in_chans=1)
     info = init_from_run(gray, run)
     stem = "conv1.weight"

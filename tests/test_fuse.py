@@ -9,10 +9,10 @@ from torch import nn
 import cnnlab
 from cnnlab.data.augment import Normalize
 from cnnlab.errors import InputSizeError
+from cnnlab.evaluate import evaluate
 from cnnlab.fuse import conv_bn_pairs, fuse_for_inference
 from cnnlab.layers import ConvBNAct, DeformConv2d
 from cnnlab.predict import evaluate_run, predict_files, run_dataset
-from cnnlab.train.evaluate import evaluate
 
 TOLERANCE = 1e-5  # max abs difference / max abs output
 
@@ -195,7 +195,7 @@ def test_evaluate_run_and_predict_files_give_the_unfused_numbers(trained_run, tm
     model = cnnlab.load_run(trained_run)
     dataset = run_dataset(trained_run)
     cfg = model.data_config
-    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"]))
+    normalize = Normalize(tuple(cfg.mean), tuple(cfg.std))
     plain = evaluate(model, dataset.test_images, dataset.test_labels, normalize, torch.device("cpu"))
     assert result["test_acc"] == plain["top1"] and result["test_top5"] == plain["top5"]
     assert result["test_loss"] == pytest.approx(plain["loss"], rel=TOLERANCE)

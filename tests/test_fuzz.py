@@ -28,12 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cnnlab import rundir
 from cnnlab.data.cifar import load_cifar
 from cnnlab.data.folder import load_folder
 from cnnlab.data.idx import load_idx, read_idx
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.train import rundir
+from cnnlab.runconfig import DataInfo
 
 T = TypeVar("T")
 
@@ -245,7 +246,14 @@ def _write_run(run: Path) -> dict[str, bytes]:
             "model_kwargs": {"image_size": 8},
             "num_classes": 3,
             "in_chans": 1,
-            "data": {"classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25], "input_size": [1, 8, 8]},
+            "data": {
+                "name": "toy",
+                "source": "toy",
+                "classes": ["a", "b", "c"],
+                "mean": [0.5],
+                "std": [0.25],
+                "input_size": [1, 8, 8],
+            },
         },
     )
     rundir.save_weights(model, run / rundir.WEIGHTS)
@@ -258,7 +266,7 @@ def _write_run(run: Path) -> dict[str, bytes]:
         "metrics": [{"epoch": 1.0, "train_loss": 0.5}],
     }
     rundir.save_checkpoint(state, run / rundir.CHECKPOINT)
-    assert rundir.load_run(run).data_config["classes"] == ["a", "b", "c"]
+    assert rundir.load_run(run).data_config.classes == ["a", "b", "c"]
     return {p.name: p.read_bytes() for p in run.iterdir()}
 
 
@@ -271,7 +279,7 @@ def test_load_run_fuzz(data: st.DataObject) -> None:
             (run / name).write_bytes(data.draw(mutated(content)) if name == target else content)
         model = cnnlab_errors_only(lambda: rundir.load_run(run))
         if model is not None:
-            assert not model.training and isinstance(model.data_config, dict)
+            assert not model.training and isinstance(model.data_config, DataInfo)
 
 
 @FUZZ

@@ -11,8 +11,8 @@ from torch import nn
 
 import cnnlab
 from cnnlab.errors import InputSizeError
+from cnnlab.loss import classification_loss
 from cnnlab.models.googlenet import INCEPTION_TABLE, GoogLeNet, Inception
-from cnnlab.train.loop import classification_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -25,11 +25,11 @@ from PIL import Image
 from safetensors import SafetensorError
 
 import cnnlab.data
+from cnnlab import rundir
 from cnnlab.cli import main as cli_main
 from cnnlab.data import cifar
 from cnnlab.errors import DataError, RunDirError
 from cnnlab.models import create_model
-from cnnlab.train import rundir
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
 

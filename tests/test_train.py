@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import cnnlab
 from cnnlab.errors import CnnlabError, InputSizeError, RunDirError, UnknownNameError
+from cnnlab.rundir import RESULT_KEYS, load_checkpoint, save_checkpoint
 from cnnlab.train import TrainConfig, fit
-from cnnlab.train.rundir import RESULT_KEYS, load_checkpoint, save_checkpoint
 from cnnlab.train.schedule import lr_factor
 
 
@@ -47,7 +47,7 @@ def test_load_run_returns_the_trained_weights(trained_run):
     saved = load_file(trained_run / "model.safetensors")
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     assert not model.training
-    assert model.data_config["input_size"] == [1, 28, 28] and len(model.data_config["classes"]) == 10
+    assert model.data_config.input_size == [1, 28, 28] and len(model.data_config.classes) == 10
 
 
 def test_checkpoint_loads_without_pickle_code_and_matches_weights(trained_run):

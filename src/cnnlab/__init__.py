@@ -8,7 +8,7 @@ model = cnnlab.load_run("runs/resnet20-mnist5k-...")
 
 from .errors import CnnlabError
 from .models import create_model, list_models
-from .train.rundir import load_run
+from .rundir import load_run
 
 __version__ = "0.1.0"
 __all__ = ["CnnlabError", "__version__", "create_model", "list_models", "load_run"]

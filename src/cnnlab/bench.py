@@ -30,9 +30,9 @@ from torch import nn
 from .analysis.summary import summarize
 from .errors import CnnlabError
 from .fuse import fuse_for_inference
+from .loss import classification_loss
 from .models import create_model
-from .train.loop import classification_loss
-from .train.runtime import (
+from .runtime import (
     autocast,
     channels_last_default,
     cpu_has_bf16,

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import imagenet
+from . import imagenet, rundir
 from .errors import CnnlabError
 from .models import create_model, dependent_tensors, model_family, size_in
-from .train import rundir
+from .runconfig import DataInfo, RunConfig
 
 SOURCES = ("torchvision", "timm")
 SHOWN = 5  # offending keys named in an error; the rest are counted
@@ -246,43 +246,39 @@ def convert_checkpoint(
     num_classes, in_chans = built["num_classes"], built["in_chans"]
     params = sum(p.numel() for p in net.parameters())
 
-    data: dict[str, Any]
     if num_classes == imagenet.NUM_CLASSES and in_chans == 3:
         prep = imagenet.preprocessing(source, model)
-        data = {
-            "name": "imagenet",
-            "source": "imagenet",
-            "classes": list(imagenet.class_names()),
-            "mean": list(prep.mean),
-            "std": list(prep.std),
-            "input_size": [3, prep.crop, prep.crop],
-            "resize_size": prep.resize,
-            "interpolation": prep.interpolation,
-        }
+        data = DataInfo(
+            name="imagenet",
+            source="imagenet",
+            classes=list(imagenet.class_names()),
+            mean=list(prep.mean),
+            std=list(prep.std),
+            input_size=[3, prep.crop, prep.crop],
+            resize_size=prep.resize,
+            interpolation=prep.interpolation,
+        )
     else:  # unknown classes and statistics: placeholders keep predict's output readable
         side = getattr(net, "default_input_size", (in_chans, 224, 224))[-1]
-        data = {
-            "name": "converted",
-            "source": "converted",
-            "classes": [f"class {i}" for i in range(num_classes)],
-            "mean": list(imagenet.MEAN) if in_chans == 3 else [0.5] * in_chans,
-            "std": list(imagenet.STD) if in_chans == 3 else [0.5] * in_chans,
-            "input_size": [in_chans, side, side],
-        }
-    data |= {"hflip": True, "train_size": 0, "test_size": 0}
-    config = {
-        "format_version": rundir.FORMAT_VERSION,
+        data = DataInfo(
+            name="converted",
+            source="converted",
+            classes=[f"class {i}" for i in range(num_classes)],
+            mean=list(imagenet.MEAN) if in_chans == 3 else [0.5] * in_chans,
+            std=list(imagenet.STD) if in_chans == 3 else [0.5] * in_chans,
+            input_size=[in_chans, side, side],
+        )
+    config = RunConfig(
         **built,
-        "params": params,
-        "data": data,
-        "train": {"data_root": None},
-        "converted": {"from": source, "model": model, "file": str(Path(file).resolve())},
-        "device": "cpu",
-        "precision": "float32",
-    }
+        params=params,
+        data=data,
+        train={"data_root": None},
+        converted={"from": source, "model": model, "file": str(Path(file).resolve())},
+        torch=torch.__version__,
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.save_weights(net, run_dir / rundir.WEIGHTS)
-    rundir.write_json(run_dir / rundir.CONFIG, config)
+    rundir.write_config(run_dir, config)
 
     max_diff = _round_trip(net, run_dir)
     return {
@@ -295,9 +291,9 @@ def convert_checkpoint(
         "in_chans": in_chans,
         "params": params,
         "tensors": len(net.state_dict()),
-        "input_size": data["input_size"],
-        "resize_size": data.get("resize_size"),
-        "class_names": data["name"],
+        "input_size": data.input_size,
+        "resize_size": data.resize_size,
+        "class_names": data.name,
         "max_abs_diff": max_diff,
         "files": {"config": str(run_dir / rundir.CONFIG), "weights": str(run_dir / rundir.WEIGHTS)},
     }
@@ -311,7 +307,7 @@ def _round_trip(net: nn.Module, run_dir: Path) -> float:
     differ = [k for k, v in ours.items() if k not in theirs or not torch.equal(v, theirs[k])]
     if differ:
         raise CnnlabError(f"{run_dir} does not load back the converted weights: {_name_some(differ)}")
-    c = loaded.data_config["input_size"][0]  # type: ignore[attr-defined]
+    c = loaded.data_config.input_size[0]  # type: ignore[attr-defined]
     side = max(getattr(net, "min_input_size", 1), 64)
     x = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(0))
     a, b = net(x), loaded(x)

@@ -40,7 +40,8 @@ from torch import nn
 
 from .errors import CnnlabError
 from .fuse import fuse_for_inference
-from .train.rundir import load_run, write_json
+from .runconfig import DataInfo, RunConfig
+from .rundir import load_run, read_config, write_json
 
 FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
@@ -51,16 +52,20 @@ MISSING_EXTRA = "ONNX export needs the export extra: pip install 'cnnlab[export]
 METADATA_KEY = "cnnlab"
 
 
-def _metadata(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
-    data = model.data_config  # type: ignore[attr-defined]
+def _metadata(model: nn.Module, config: RunConfig) -> dict[str, Any]:
+    data: DataInfo = model.data_config  # type: ignore[attr-defined]
     return {
-        "model": config["model"],
-        "classes": data["classes"],
-        "mean": data["mean"],
-        "std": data["std"],
-        "input_size": list(data["input_size"]),
+        "model": config.model,
+        "classes": data.classes,
+        "mean": data.mean,
+        "std": data.std,
+        "input_size": list(data.input_size),
         # A converted ImageNet model's evaluation resize: shorter side, then the centre crop.
-        **{k: data[k] for k in ("resize_size", "interpolation") if k in data},
+        **(
+            {"resize_size": data.resize_size, "interpolation": data.interpolation}
+            if data.resize_size is not None
+            else {}
+        ),
         "input": "images",
         "output": "logits",
         "layout": "NCHW float32, (pixel / 255 - mean) / std",
@@ -166,8 +171,6 @@ def export_run(
         raise CnnlabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "onnx":
         _import_onnx()  # before loading anything, so a missing extra is the only message
-    from .train.rundir import read_config
-
     config = read_config(run_dir)
     model = load_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}"
@@ -184,13 +187,13 @@ def export_run(
         raise
     except Exception as e:  # an operator the exporter does not know: name it, keep it one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlabError(f"{config['model']} does not export to {format}: {first[:300]}") from None
+        raise CnnlabError(f"{config.model} does not export to {format}: {first[:300]}") from None
     checks = _compare(fused, exported, meta["input_size"])
     meta_path = out.with_name(out.name + ".json")
     write_json(meta_path, {**meta, "format": format})
     result = {
         "run_dir": str(run_dir),
-        "model": config["model"],
+        "model": config.model,
         "format": format,
         "exporter": {
             "onnx": f"torch.onnx.export(dynamo=True), opset {OPSET}",

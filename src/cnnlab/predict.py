@@ -13,10 +13,11 @@ from .data.augment import Normalize
 from .data.base import Dataset
 from .data.folder import read_image
 from .errors import InputSizeError
+from .evaluate import evaluate
 from .fuse import fuse_for_inference
-from .train.evaluate import evaluate
-from .train.rundir import load_run, read_config
-from .train.runtime import channels_last_default, resolve_device
+from .runconfig import DataInfo
+from .rundir import load_run, read_config
+from .runtime import channels_last_default, resolve_device
 
 
 def run_dataset(
@@ -24,14 +25,14 @@ def run_dataset(
 ) -> Dataset:
     """The dataset a run was trained on (or ``data``), at the run's input size, checked to fit its model."""
     config = read_config(run_dir)
-    source = data if data is not None else config["data"]["source"]
-    root = data_root if data_root is not None else config["train"].get("data_root")
-    size = config["data"]["input_size"]
+    source = data if data is not None else config.data.source
+    root = data_root if data_root is not None else config.train.get("data_root")
+    size = config.data.input_size
     # The run's input side: a model trained with --image-size sees its data resized the same way.
     side = size[1] if size[1] == size[2] else None
     # A converted ImageNet run states its evaluation resize (256 before a 224 crop): image folders get it.
-    resize_side = config["data"].get("resize_size") if side else None
-    interpolation = config["data"].get("interpolation", "bilinear")
+    resize_side = config.data.resize_size if side else None
+    interpolation = config.data.interpolation
     dataset = datasets.load(
         source,
         root=root,
@@ -46,9 +47,9 @@ def run_dataset(
             f"the model of {run_dir} takes {'x'.join(map(str, size))} images, "
             f"{dataset.name} has {'x'.join(map(str, got))}"
         )
-    if dataset.num_classes != config["num_classes"]:
+    if dataset.num_classes != config.num_classes:
         raise InputSizeError(
-            f"the model of {run_dir} has {config['num_classes']} classes, "
+            f"the model of {run_dir} has {config.num_classes} classes, "
             f"{dataset.name} has {dataset.num_classes}"
         )
     return dataset
@@ -65,11 +66,11 @@ def evaluate_run(
     # BN folded into the convs, channels-last where that is faster: the same numbers to float32 rounding.
     model = fuse_for_inference(load_run(run_dir, dev), channels_last=channels_last_default(dev))
     dataset = run_dataset(run_dir, data, data_root)
-    cfg = model.data_config  # type: ignore[attr-defined]
-    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"])).to(dev)
+    cfg: DataInfo = model.data_config  # type: ignore[attr-defined]
+    normalize = Normalize(tuple(cfg.mean), tuple(cfg.std)).to(dev)
     metrics = evaluate(model, dataset.test_images, dataset.test_labels, normalize, dev)
     return {
-        "model": read_config(run_dir)["model"],
+        "model": read_config(run_dir).model,
         "dataset": dataset.name,
         "images": len(dataset.test_labels),
         "test_acc": metrics["top1"],
@@ -79,7 +80,7 @@ def evaluate_run(
 
 
 def load_image(
-    path: str | os.PathLike[str], data_config: dict[str, Any], device: str | torch.device = "cpu"
+    path: str | os.PathLike[str], data_config: DataInfo, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An image file as a run's model takes it: the (C, H, W) uint8 image, converted to the model's
     channels and resized (shorter side, then centre crop) to its input size as image folders are at
@@ -89,10 +90,9 @@ def load_image(
 
     ``data_config`` is a loaded run's ``model.data_config``. An unreadable file raises DataError.
     """
-    c, h, w = data_config["input_size"]
-    resize, interpolation = data_config.get("resize_size"), data_config.get("interpolation", "bilinear")
-    image = read_image(Path(path), c, (h, w), resize, interpolation)
-    normalize = Normalize(tuple(data_config["mean"]), tuple(data_config["std"])).to(device)
+    c, h, w = data_config.input_size
+    image = read_image(Path(path), c, (h, w), data_config.resize_size, data_config.interpolation)
+    normalize = Normalize(tuple(data_config.mean), tuple(data_config.std)).to(device)
     return image, normalize(image.unsqueeze(0).to(device))
 
 
@@ -107,8 +107,8 @@ def predict_files(
     """
     dev = resolve_device(device)
     model = fuse_for_inference(load_run(run_dir, dev), channels_last=channels_last_default(dev))
-    cfg = model.data_config  # type: ignore[attr-defined]
-    k = max(1, min(topk, len(cfg["classes"])))
+    cfg: DataInfo = model.data_config  # type: ignore[attr-defined]
+    k = max(1, min(topk, len(cfg.classes)))
     results = []
     for path in images:
         probs = model(load_image(path, cfg, dev)[1]).float().softmax(1)[0]
@@ -117,7 +117,7 @@ def predict_files(
             {
                 "image": str(path),
                 "top": [
-                    {"label": cfg["classes"][i], "index": i, "prob": p}
+                    {"label": cfg.classes[i], "index": i, "prob": p}
                     for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
                 ],
             }

@@ -51,11 +51,11 @@ def _images(
     c, h, w = input_size
     if run_dir is not None:
         from ..predict import run_dataset
-        from ..train.rundir import read_config
+        from ..rundir import read_config
 
         ds = run_dataset(run_dir, data)
-        cfg = read_config(run_dir)["data"]
-        mean, std = cfg["mean"], cfg["std"]
+        cfg = read_config(run_dir).data
+        mean, std = cfg.mean, cfg.std
     elif data is None:
         return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(0)), "noise"
     else:
@@ -93,16 +93,14 @@ def analyze_rf(
 
     run_dir = model_name if Path(model_name).is_dir() else None
     if run_dir is not None:
-        from ..train.rundir import load_run
+        from ..rundir import load_run
 
         model = load_run(model_name)
         cfg = model.data_config  # type: ignore[attr-defined]
-        if input_size is not None and list(input_size) != cfg["input_size"]:
-            raise InputSizeError(
-                f"the model of {run_dir} takes {'x'.join(map(str, cfg['input_size']))} images"
-            )
-        input_size = tuple(cfg["input_size"])  # type: ignore[assignment]
-        label = f"{cfg['name']}-trained {model_name}"
+        if input_size is not None and list(input_size) != cfg.input_size:
+            raise InputSizeError(f"the model of {run_dir} takes {'x'.join(map(str, cfg.input_size))} images")
+        input_size = tuple(cfg.input_size)  # type: ignore[assignment]
+        label = f"{cfg.name}-trained {model_name}"
     else:
         torch.manual_seed(seed)
         with torch.device("meta"):

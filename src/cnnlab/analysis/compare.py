@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import CnnlabError
 from ..fuse import fuse_for_inference
-from ..train.runtime import channels_last_default
+from ..runtime import channels_last_default
 from .analyze import _use_agg, write_outputs
 from .summary import summarize
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CnnlabError
 from ..models import list_models
-from ..train.rundir import read_metrics
+from ..rundir import read_metrics
 from .analyze import _use_agg, write_outputs
 
 DEFAULT_DEPTHS = (20, 56)

@@ -345,17 +345,17 @@ def analyze_offsets(
     ``points`` are (y, x) units of the top deformable layer's output map."""
     _use_agg()
     from ..predict import load_image
-    from ..train.rundir import load_run, read_config
+    from ..rundir import load_run, read_config
 
     config = read_config(run_dir)
     model = load_run(run_dir)
     if not any(isinstance(m, DeformConv2d) for m in model.modules()):
         raise CnnlabError(
-            f"{run_dir} holds a {config['model']}, which has no deformable convolutions; "
+            f"{run_dir} holds a {config.model}, which has no deformable convolutions; "
             "analyse a run of a dcn_* model"
         )
     picture, x = load_image(image, model.data_config)  # type: ignore[arg-type]
     study = offset_study(model, x, points, layers)
-    result = {"run": str(run_dir), "model": config["model"], "image": str(image), **study}
+    result = {"run": str(run_dir), "model": config.model, "image": str(image), **study}
     result["files"] = write_outputs(out_dir, "offsets", result, plot_offsets(result, picture))
     return result

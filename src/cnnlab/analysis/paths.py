@@ -37,8 +37,8 @@ from torch import nn
 
 from ..data.augment import Normalize
 from ..errors import CnnlabError
+from ..evaluate import evaluate
 from ..models.resnet import ResidualBlock
-from ..train.evaluate import evaluate
 from .analyze import DEFAULT_OUT, _use_agg, write_outputs
 
 
@@ -191,12 +191,12 @@ def _dataset_and_model(
     """A run's trained model and data, or a fresh registered model shaped for ``data``."""
     if Path(source).is_dir():
         from ..predict import run_dataset
-        from ..train.rundir import load_run, read_config
+        from ..rundir import load_run, read_config
 
         model = load_run(source)
         ds = run_dataset(source, data)
         cfg = model.data_config  # type: ignore[attr-defined]
-        return model, ds, Normalize(tuple(cfg["mean"]), tuple(cfg["std"])), read_config(source)["model"], True
+        return model, ds, Normalize(tuple(cfg.mean), tuple(cfg.std)), read_config(source).model, True
     from ..data import load
     from ..models import create_model
 

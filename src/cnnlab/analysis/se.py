@@ -15,7 +15,7 @@ from ..data.augment import Normalize, batches
 from ..errors import CnnlabError
 from ..layers import SEBlock
 from ..predict import run_dataset
-from ..train.rundir import load_run, read_config
+from ..rundir import load_run, read_config
 from .analyze import DEFAULT_OUT, write_outputs
 
 
@@ -27,11 +27,11 @@ def se_study(run_dir: str | os.PathLike[str], max_images: int = 1000) -> dict[st
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, SEBlock)]
     if not blocks:
         raise CnnlabError(
-            f"{run_dir} holds a {config['model']}, which has no SE blocks; analyse a run of an se_* model"
+            f"{run_dir} holds a {config.model}, which has no SE blocks; analyse a run of an se_* model"
         )
     data = run_dataset(run_dir)
     cfg = model.data_config  # type: ignore[attr-defined]
-    normalize = Normalize(tuple(cfg["mean"]), tuple(cfg["std"]))
+    normalize = Normalize(tuple(cfg.mean), tuple(cfg.std))
     gates: dict[str, list[torch.Tensor]] = {name: [] for name, _ in blocks}
     # The gate is the sigmoid of fc2's output: hooking fc2 reads it without changing the model.
     hooks = [
@@ -56,7 +56,7 @@ def se_study(run_dir: str | os.PathLike[str], max_images: int = 1000) -> dict[st
             "class_spread": per_class.std(0).mean().item(),
             "per_class_mean": [[round(v, 4) for v in row] for row in per_class.tolist()],
         })  # fmt: skip
-    return {"run": str(run_dir), "model": config["model"], "dataset": data.name, "classes": data.classes,
+    return {"run": str(run_dir), "model": config.model, "dataset": data.name, "classes": data.classes,
             "images": len(labels), "blocks": rows}  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import torch
 from ..data.augment import Normalize
 from ..errors import CnnlabError
 from ..predict import run_dataset
-from ..train.rundir import load_run, read_config
+from ..rundir import load_run, read_config
 from .analyze import DEFAULT_OUT, write_outputs
 
 
@@ -34,19 +34,19 @@ def template_study(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], tor
     model = load_run(run_dir)
     if not hasattr(model, "templates"):
         raise CnnlabError(
-            f"{run_dir} holds a {config['model']}, not a linear classifier; train one with "
+            f"{run_dir} holds a {config.model}, not a linear classifier; train one with "
             "`cnnlab train --model linear` and analyse that run"
         )
     data = run_dataset(run_dir)
     cfg = model.data_config  # type: ignore[attr-defined]
-    images = Normalize(tuple(cfg["mean"]), tuple(cfg["std"]))(data.train_images)
+    images = Normalize(tuple(cfg.mean), tuple(cfg.std))(data.train_images)
     means = torch.stack([images[data.train_labels == c].mean(0) for c in range(data.num_classes)])
     templates = model.templates().float()  # type: ignore[operator]
     corr = correlation_matrix(templates, means)
     own = corr.diagonal()
     others = corr[~torch.eye(len(corr), dtype=torch.bool)]
     result = {
-        "run": str(run_dir), "model": config["model"], "dataset": data.name, "classes": data.classes,
+        "run": str(run_dir), "model": config.model, "dataset": data.name, "classes": data.classes,
         "correlation_with_own_mean": {c: round(own[i].item(), 4) for i, c in enumerate(data.classes)},
         "mean_correlation_own": own.mean().item(),
         "mean_correlation_other": others.mean().item(),

@@ -170,8 +170,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> Parser:
+    from ..runtime import DEVICES, PRECISIONS
     from ..train.loop import DEFAULT_MODEL, TrainConfig
-    from ..train.runtime import DEVICES, PRECISIONS
     from ..train.schedule import SCHEDULES
 
     d = TrainConfig()

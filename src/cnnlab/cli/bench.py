@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def add_bench_command(sub: Any) -> None:
     from ..bench import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DEFAULT_WARMUP, MIN_SECONDS, MODES, PRECISIONS
-    from ..train.runtime import DEVICES
+    from ..runtime import DEVICES
 
     p = sub.add_parser(
         "bench",

@@ -61,7 +61,7 @@ def cmd_experiment_degradation(args: argparse.Namespace) -> None:
 
 def add_experiment_commands(sub: Any) -> None:
     from ..analysis.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS
-    from ..train.runtime import PRECISIONS
+    from ..runtime import PRECISIONS
 
     p = sub.add_parser(
         "experiment",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnlabError
-from ..train.rundir import atomic_write
+from ..rundir import atomic_write
 from .find import find
 from .page import render
 

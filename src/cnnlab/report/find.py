@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnlabError
-from ..train.rundir import CONFIG, CURVES, RESULT
+from ..rundir import CONFIG, CURVES, RESULT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,7 +1,7 @@
-"""Training: the loop, its recipes, and the run directory it writes."""
+"""Training: the loop, its optimizers and schedules, fine-tuning and torchrun. Only the CLI's train
+verb and the experiments that train import this package."""
 
 from .finetune import init_from_run
 from .loop import TrainConfig, fit, resume
-from .rundir import load_run
 
-__all__ = ["TrainConfig", "fit", "init_from_run", "load_run", "resume"]
+__all__ = ["TrainConfig", "fit", "init_from_run", "resume"]

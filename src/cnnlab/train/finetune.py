@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CnnlabError, RunDirError
+from .. import rundir
+from ..errors import CnnlabError
 from ..models import dependent_tensors, size_in
-from . import rundir
 
 SHOWN = 4  # tensors named in an error or a summary; the rest are counted
 
@@ -44,9 +44,7 @@ def init_architecture(
     and those that do fail in ``init_from_run``'s check.
     """
     config = rundir.read_config(run_dir)
-    name, kwargs = config.get("model"), config.get("model_kwargs", {})
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise RunDirError(f"{Path(run_dir) / rundir.CONFIG} has no valid model; the run directory is damaged")
+    name, kwargs = config.model, config.model_kwargs
     if model is not None and model != name:
         raise CnnlabError(
             f"--init {run_dir} holds a {name} and cannot start a {model}; "
@@ -68,12 +66,10 @@ def init_from_run(
     run = Path(run_dir)
     config = rundir.read_config(run)
     if getattr(model, "is_nonparametric", False):  # its "weights" are the init run's training set
-        raise CnnlabError(
-            f"--init: {config.get('model')} stores its training set; it has no weights to start from"
-        )
+        raise CnnlabError(f"--init: {config.model} stores its training set; it has no weights to start from")
     source = rundir.load_run(run)  # every check of a run directory: config, weights and their fit
-    name = config["model"]
-    kwargs = dict(config.get("model_kwargs", {}) if model_kwargs is None else model_kwargs)
+    name = config.model
+    kwargs = dict(config.model_kwargs if model_kwargs is None else model_kwargs)
     ours, theirs = model.state_dict(), source.state_dict()
     head = dependent_tensors(name, "num_classes", **kwargs)
     stem = dependent_tensors(name, "in_chans", **kwargs)

@@ -15,16 +15,20 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import data as datasets
+from .. import rundir
 from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
+from ..evaluate import evaluate
+from ..loss import classification_loss
 from ..models import create_model
-from . import finetune, rundir
+from ..runconfig import DataInfo, RunConfig
+from ..runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
+from . import finetune
 from .distributed import (
     SINGLE_PROCESS,
     World,
@@ -35,13 +39,10 @@ from .distributed import (
     shard,
     teardown,
 )
-from .evaluate import evaluate
 from .progress import TrainProgress
-from .runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
 from .schedule import default_lr, make_optimizer
 
 T = TypeVar("T")
-AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 DEFAULT_MODEL = "resnet20"
 
 
@@ -103,17 +104,6 @@ def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], d
         raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {str(e).splitlines()[0]}") from None
     finally:
         model.train()
-
-
-def classification_loss(
-    outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, label_smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and main logits; auxiliary heads (models that return a tuple in training) add 0.3 each."""
-    main, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
-    loss = F.cross_entropy(main, y, label_smoothing=label_smoothing)
-    for logits in aux:
-        loss = loss + AUX_WEIGHT * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    return loss, main
 
 
 class Stopwatch:
@@ -221,7 +211,7 @@ def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: boo
     if (run / rundir.RESULT).exists():
         raise RunDirError(f"{run} has finished training already; nothing to resume")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in fields})
+    config = TrainConfig(**{k: v for k, v in saved.train.items() if k in fields})
     config.out = str(run)
     return fit(config, live=live, quiet=quiet, resuming=True)
 
@@ -334,17 +324,16 @@ def _fit(
     writes = world.main  # only rank 0 touches the run directory
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_json(run_dir / rundir.CONFIG, {
-            "format_version": rundir.FORMAT_VERSION, "model": config.model,
-            "model_kwargs": config.model_kwargs, "num_classes": data.num_classes, "in_chans": data.in_chans,
-            "params": params,
-            "data": {"name": data.name, "source": str(config.data), "classes": data.classes,
-                     "mean": data.mean, "std": data.std, "input_size": list(input_size), "hflip": data.hflip,
-                     "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
-            "train": {**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
-            "device": str(device), "precision": precision_name(dtype), "channels_last": channels_last,
-            "torch": torch.__version__,
-        })  # fmt: skip
+        rundir.write_config(run_dir, RunConfig(
+            model=config.model, model_kwargs=config.model_kwargs, num_classes=data.num_classes,
+            in_chans=data.in_chans, params=params,
+            data=DataInfo(name=data.name, source=str(config.data), classes=data.classes, mean=list(data.mean),
+                          std=list(data.std), input_size=list(input_size), hflip=data.hflip,
+                          train_size=len(data.train_labels), test_size=len(data.test_labels)),
+            train={**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
+            device=str(device), precision=precision_name(dtype), channels_last=channels_last,
+            torch=torch.__version__,
+        ))  # fmt: skip
 
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..errors import CnnlabError
+from .errors import CnnlabError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import Normalize, batches
+from .data.augment import Normalize, batches
 from .runtime import autocast
 
 

@@ -28,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CnnlabError, RunDirError
+from .errors import CnnlabError, RunDirError
+from .runconfig import FORMAT_VERSION, RunConfig
 
-FORMAT_VERSION = 1
 CONFIG, METRICS, RESULT, WEIGHTS, CHECKPOINT, CURVES = (
     "config.json",
     "metrics.csv",
@@ -180,46 +180,30 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return load_tensors(path, "checkpoint")
 
 
-def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def read_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
-    config = read_json(run_dir / CONFIG)
-    version = config.get("format_version") if isinstance(config, dict) else None
-    if version != FORMAT_VERSION:
-        raise RunDirError(
-            f"{run_dir} was written by another version of cnnlab (format {version}, this one reads "
-            f"{FORMAT_VERSION}); retrain it or use the cnnlab that wrote it"
-        )
-    return config
+    return RunConfig.from_json(read_json(run_dir / CONFIG), str(run_dir / CONFIG))
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    write_json(run_dir / CONFIG, config.to_json())
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a run, in eval mode.
 
-    The model takes normalized float images; ``model.data_config`` holds what inference needs:
-    ``input_size`` (C, H, W), ``mean``, ``std`` (0..1 scale) and ``classes``.
+    The model takes normalized float images; ``model.data_config`` (a ``runconfig.DataInfo``) holds
+    what inference needs: ``input_size`` (C, H, W), ``mean``, ``std`` (0..1 scale) and ``classes``.
     """
-    from ..models import create_model
+    from .models import create_model
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    # A hand-edited or damaged config can be valid JSON and still not describe a model.
-    fields = {"model": str, "num_classes": int, "in_chans": int, "model_kwargs": dict, "data": dict}
-    for key, kind in fields.items():
-        value = config.get(key, {} if key == "model_kwargs" else None)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise RunDirError(
-                f"{run_dir / CONFIG} has no valid {key!r} ({kind.__name__}); the run directory is damaged"
-            )
-    if not all(name.isidentifier() for name in config.get("model_kwargs", {})):
-        raise RunDirError(f"{run_dir / CONFIG} has a 'model_kwargs' key that is not a name; it is damaged")
     try:
         model = create_model(
-            config["model"],
-            num_classes=config["num_classes"],
-            in_chans=config["in_chans"],
-            **config.get("model_kwargs", {}),
+            config.model, num_classes=config.num_classes, in_chans=config.in_chans, **config.model_kwargs
         )
     except (TypeError, ValueError) as e:  # model_kwargs of the wrong kind
         raise RunDirError(
@@ -232,8 +216,8 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     try:
         model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
-        raise RunDirError(f"{weights} does not fit {config['model']}: {str(e).splitlines()[0]}") from None
-    model.data_config = config["data"]  # type: ignore[assignment]
+        raise RunDirError(f"{weights} does not fit {config.model}: {str(e).splitlines()[0]}") from None
+    model.data_config = config.data  # type: ignore[assignment]
     return model.to(device).eval()
 
 

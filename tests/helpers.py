@@ -1,0 +1,37 @@
+"""What several test files share: one home for each helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cnnlab import rundir
+from cnnlab.runconfig import DataInfo, RunConfig
+
+
+def save_run(
+    model: nn.Module,
+    out: Path,
+    name: str,
+    classes: list[str],
+    input_size: list[int],
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    **model_kwargs: Any,
+) -> Path:
+    """A run directory holding ``model`` untrained, as ``cnnlab convert`` writes one."""
+    c = input_size[0]
+    data = DataInfo(
+        name="synthetic",
+        source="synthetic",
+        classes=classes,
+        mean=mean or [0.5] * c,
+        std=std or [0.25] * c,
+        input_size=input_size,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_config(out, RunConfig(name, len(classes), c, data, model_kwargs=model_kwargs))
+    rundir.save_weights(model, out / rundir.WEIGHTS)
+    return out
