@@ -29,7 +29,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CnnlabError, RunDirError
+from .plots import png_bytes, pyplot
 from .runconfig import FORMAT_VERSION, RunConfig
+from .text import first_line
 
 CONFIG, METRICS, RESULT, WEIGHTS, CHECKPOINT, CURVES = (
     "config.json",
@@ -62,7 +64,7 @@ def _write_error(path: Path, error: Exception) -> RunDirError:
             f"disk full while writing {path}; free some space and retry (the previous {path.name}, "
             "if any, is kept whole)"
         )
-    why = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    why = getattr(error, "strerror", None) or first_line(error)
     return RunDirError(f"cannot write {path}: {why}; the previous {path.name}, if any, is kept whole")
 
 
@@ -140,7 +142,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise RunDirError(f"no weights file at {path}") from None
     except (SafetensorError, OSError) as e:
         raise RunDirError(
-            f"cannot read weights {path}: {str(e).splitlines()[0]}; the file is damaged, retrain or resume"
+            f"cannot read weights {path}: {first_line(e)}; the file is damaged, retrain or resume"
         ) from None
 
 
@@ -171,8 +173,7 @@ def load_tensors(path: Path, what: str = "checkpoint") -> Any:
                 f"cannot load {what} {path}: it is not plain tensors and numbers; it is damaged or "
                 "was not written by cnnlab"
             ) from None
-        first = " ".join(text.splitlines()[0].split()) if text else type(e).__name__
-        raise RunDirError(f"cannot load {what} {path}: {first}") from None
+        raise RunDirError(f"cannot load {what} {path}: {first_line(e)}") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -216,17 +217,13 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     try:
         model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
-        raise RunDirError(f"{weights} does not fit {config.model}: {str(e).splitlines()[0]}") from None
+        raise RunDirError(f"{weights} does not fit {config.model}: {first_line(e)}") from None
     model.data_config = config.data  # type: ignore[assignment]
     return model.to(device).eval()
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
@@ -239,10 +236,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, png_bytes(fig, dpi=110))
 
 
 def check_new_run_dir(run_dir: Path) -> None:

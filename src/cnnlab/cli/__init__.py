@@ -295,7 +295,12 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        result = args.func(args)
+        if result is not None:  # a verb in the shape of common.py's docstring
+            if getattr(args, "json", False):
+                print_json(result)
+            else:
+                args.show(result, args)
     except CnnlabError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,16 @@
-"""What every command shares: the one-line-error parser and the ways of printing."""
+"""What every command shares: the one-line-error parser, the shared options and the ways of printing.
+
+The shape of a verb module (`cli/NAME.py`):
+
+    def add(sub) -> None:           # registers the parser, with parents=[JSON, ...] for shared options
+        p = sub.add_parser("NAME", parents=[JSON], ...)
+        p.set_defaults(func=run, show=show)
+
+    def run(args) -> dict | None:   # calls the library and returns its result
+    def show(result, args) -> None: # prints the result for people
+
+`main` prints the result as one JSON object when ``--json`` is given, and calls ``show`` otherwise.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +20,27 @@ from typing import Any
 
 from rich.console import Console
 
+from ..text import si
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage plus message
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parent(*add: Any) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    for a in add:
+        a(parent)
+    return parent
+
+
+JSON = _parent(lambda p: p.add_argument("--json", action="store_true", help="print one JSON object"))
+SEED = _parent(lambda p: p.add_argument("--seed", type=int, default=0))
+DATA = _parent(
+    lambda p: p.add_argument("--data", help="a dataset name or path (default: the one it was trained on)"),
+    lambda p: p.add_argument("--data-root", help="where named datasets live (./data or $CNNLAB_DATA)"),
+)
 
 
 def print_json(obj: Any) -> None:
@@ -24,12 +53,7 @@ def _wide_console() -> Console:
     return console if console.is_terminal else Console(width=150)
 
 
-def _si(n: int | float) -> str:
-    """1_814_073_344 -> "1.81G"."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
+_si = si  # the CLI modules' short name for it
 
 
 def _print_files(console: Console, result: dict[str, Any]) -> None:
