@@ -17,14 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import CnnlabError
-from .analyze import add_analyze_commands
-from .bench import add_bench_command
+from . import analyze, bench, compare, convert, experiment, export, report
 from .common import Parser, _si, _wide_console, print_json
-from .compare import add_compare_command
-from .convert import add_convert_command
-from .experiment import add_experiment_commands
-from .export import add_export_command
-from .report import add_report_command
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -282,13 +276,8 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    add_analyze_commands(sub)
-    add_report_command(sub)
-    add_compare_command(sub)
-    add_experiment_commands(sub)
-    add_bench_command(sub)
-    add_export_command(sub)
-    add_convert_command(sub)
+    for verb in (analyze, report, compare, experiment, bench, export, convert):
+        verb.add(sub)
     return parser
 
 

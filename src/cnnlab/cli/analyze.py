@@ -288,7 +288,7 @@ def cmd_analyze_paths(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def add_analyze_commands(sub: Any) -> None:
+def add(sub: Any) -> None:
     from ..analysis.analyze import DEFAULT_OUT
 
     p = sub.add_parser(

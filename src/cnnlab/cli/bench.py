@@ -85,7 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     console.print(table)
 
 
-def add_bench_command(sub: Any) -> None:
+def add(sub: Any) -> None:
     from ..bench import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DEFAULT_WARMUP, MIN_SECONDS, MODES, PRECISIONS
     from ..runtime import DEVICES
 

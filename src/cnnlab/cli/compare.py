@@ -63,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def add_compare_command(sub: Any) -> None:
+def add(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
         help="parameters, MACs, receptive field and measured images/s of several models (and accuracy)",

@@ -33,7 +33,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     )
 
 
-def add_convert_command(sub: Any) -> None:
+def add(sub: Any) -> None:
     from ..convert import SOURCES
 
     p = sub.add_parser(

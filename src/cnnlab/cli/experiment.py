@@ -59,7 +59,7 @@ def cmd_experiment_degradation(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def add_experiment_commands(sub: Any) -> None:
+def add(sub: Any) -> None:
     from ..analysis.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS
     from ..runtime import PRECISIONS
 

@@ -23,7 +23,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {r['files']['model']} ({r['exporter']}) and {r['files']['metadata']}")
 
 
-def add_export_command(sub: Any) -> None:
+def add(sub: Any) -> None:
     from ..export import FORMATS
 
     p = sub.add_parser(

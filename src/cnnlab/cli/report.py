@@ -52,7 +52,7 @@ def open_in_browser(path: Path) -> None:
         print(f"no web browser found; open {uri}", file=sys.stderr)
 
 
-def add_report_command(sub: Any) -> None:
+def add(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="one self-contained HTML page with the figures and tables of runs and analyses",
