@@ -2,7 +2,7 @@
 
 import math
 
-import cnnlab.train.loop as loop
+import cnnlab.train.epoch as epoch
 from cnnlab.cli import main
 from cnnlab.rundir import load_checkpoint
 
@@ -10,7 +10,7 @@ from cnnlab.rundir import load_checkpoint
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     tiny_digits, tmp_path, monkeypatch, capsys
 ):
-    real = loop.classification_loss
+    real = epoch.classification_loss
     calls = {"n": 0}
 
     def diverging(outputs, y, label_smoothing):  # finite for the first epoch's 10 steps, then inf
@@ -18,7 +18,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
         loss, logits = real(outputs, y, label_smoothing)
         return (loss * math.inf if calls["n"] > 10 else loss), logits
 
-    monkeypatch.setattr(loop, "classification_loss", diverging)
+    monkeypatch.setattr(epoch, "classification_loss", diverging)
     out = tmp_path / "run"
     code = main(["train", "--data", str(tiny_digits), "--batch-size", "30", "--epochs", "3", "--no-progress",
                  "--out", str(out)])  # fmt: skip

@@ -5,13 +5,11 @@ size leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,29 +18,20 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import data as datasets
 from .. import rundir
-from ..data.augment import EpochPlan, Normalize, batches, plan_epoch
+from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..loss import classification_loss
 from ..models import create_model
-from ..runconfig import DataInfo, RunConfig
-from ..runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
+from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
+from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
+from ..text import first_line
 from . import finetune
-from .distributed import (
-    SINGLE_PROCESS,
-    World,
-    all_sum,
-    convert_sync_batchnorm,
-    local_batch,
-    setup,
-    shard,
-    teardown,
-)
+from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
+from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
 from .schedule import default_lr, make_optimizer
 
-T = TypeVar("T")
 DEFAULT_MODEL = "resnet20"
 
 
@@ -106,99 +95,6 @@ def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], d
         model.train()
 
 
-class Stopwatch:
-    """Adds up the time an iterator takes to hand out its items."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def timed(self, items: Iterable[T]) -> Iterator[T]:
-        iterator = iter(items)
-        while True:
-            start = time.perf_counter()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.seconds += time.perf_counter() - start
-            yield item
-
-
-@dataclass
-class Optimization:
-    """What a parametric model trains with; absent for k-NN."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    lr: float
-
-
-def train_epoch(
-    model: nn.Module,
-    data: Dataset,
-    plan: EpochPlan,
-    normalize: Normalize,
-    opt: Optimization,
-    config: TrainConfig,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    progress: TrainProgress,
-    epoch: int,
-    memory_format: torch.memory_format = torch.contiguous_format,
-    world: World = SINGLE_PROCESS,
-) -> tuple[float, float, int, float]:
-    """One pass of SGD over the training set; returns (mean loss, accuracy, images seen, seconds spent
-    waiting for batches: gathering, augmenting and normalizing them). Data-parallel, each process
-    trains on its slice of every global batch and the figures are those of the global batches."""
-    model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    data_clock = Stopwatch()
-    prepared = (
-        (
-            normalize(shard(x, world).to(device, non_blocking=True)).contiguous(memory_format=memory_format),
-            shard(y, world).to(device, non_blocking=True),
-        )
-        for x, y in batches(data.train_images, data.train_labels, config.batch_size, plan, drop_last=True)
-    )
-    for step, (x, y) in enumerate(data_clock.timed(prepared)):
-        with autocast(device, dtype):
-            loss, logits = classification_loss(model(x), y, config.label_smoothing)
-        opt.optimizer.zero_grad(set_to_none=True)
-        opt.scaler.scale(loss).backward()
-        opt.scaler.step(opt.optimizer)
-        opt.scaler.update()
-        opt.scheduler.step()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise CnnlabError(
-                f"training diverged: loss {loss_value} at epoch {epoch}, step {step + 1}; lower the learning "
-                f"rate (--lr, now {opt.lr:g}); the last good checkpoint is kept"
-            )
-        loss_sum += loss_value * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-        progress.advance(len(y) * world.size, loss_value)
-    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], world, device)
-    return loss_sum / seen, correct / seen, int(seen), data_clock.seconds
-
-
-def index_epoch(
-    model: nn.Module,
-    data: Dataset,
-    normalize: Normalize,
-    batch_size: int,
-    device: torch.device,
-    progress: TrainProgress,
-) -> tuple[float, float, int, float]:
-    """Non-parametric models (k-NN) learn by storing the normalized training set; they have no loss."""
-    for x, y in batches(data.train_images, data.train_labels, batch_size):
-        model.add(normalize(x.to(device)), y.to(device))
-        progress.advance(len(y), None)
-    return math.nan, math.nan, len(data.train_labels), 0.0
-
-
 def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint, with the settings of its config.json.
 
@@ -234,16 +130,72 @@ def fit(
         return _fit(config, live, quiet or not world.main, resuming, world, device_name)
     except dist.DistBackendError as e:  # a peer died or hung: say so in one line, do not hang
         raise CnnlabError(
-            f"process {world.rank} of {world.size} lost its peers ({str(e).splitlines()[0][:200]}); "
+            f"process {world.rank} of {world.size} lost its peers ({first_line(e)[:200]}); "
             f"continue with --resume {config.out}"
         ) from None
     finally:
         teardown(world)
 
 
+@dataclass
+class Session:
+    """What the steps of a training share once it is set up."""
+
+    config: TrainConfig
+    world: World
+    device: torch.device
+    dtype: torch.dtype | None
+    data: Dataset
+    model: nn.Module  # the unwrapped model: evaluated, checkpointed and saved
+    trained: nn.Module  # the model the steps run: DistributedDataParallel around it when data-parallel
+    memory_format: torch.memory_format
+    run_dir: Path
+    normalize: Normalize
+    opt: Optimization | None  # None: a non-parametric model (k-NN) that indexes its training set
+    epochs: int
+    padding: int
+    steps_per_epoch: int
+    init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (self.data.in_chans, *self.data.image_size)
+
+
 def _fit(
     config: TrainConfig, live: bool | None, quiet: bool, resuming: bool, world: World, device_name: str
 ) -> dict[str, Any]:
+    s = _set_up(config, resuming, world, device_name)
+    rows = _restore(s) if resuming else []
+    if world.distributed:  # gradients are averaged across the processes
+        s.trained = DDP(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+    if world.main:  # only rank 0 touches the run directory
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(s.run_dir, _run_config(s))
+    # Seconds of the epochs before an interruption count towards the training time.
+    started = time.perf_counter() - sum(r["seconds"] for r in rows)
+    with TrainProgress(s.epochs, live=live, quiet=quiet) as progress:
+        _announce(s, progress, resumed_after=len(rows))
+        for epoch in range(len(rows) + 1, s.epochs + 1):
+            rows.append(_epoch(s, epoch, progress))
+            if world.main:
+                rundir.write_metrics(s.run_dir / rundir.METRICS, rows)
+                rundir.save_checkpoint(_checkpoint(s, epoch, rows), s.run_dir / rundir.CHECKPOINT)
+            progress.end_epoch(rows[-1])
+        result = _finish(s, rows, time.perf_counter() - started)
+        progress.print(
+            f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
+            f"in {result['train_time_s']:.1f}s; results in {s.run_dir}"
+        )
+    return result
+
+
+def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str) -> Session:
+    """Data, model and optimizer, every check done before the run directory is created."""
     local_batch(config.batch_size, world)
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
@@ -263,159 +215,151 @@ def _fit(
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    input_size = (data.in_chans, *data.image_size)
-    check_input(model, config.model, input_size, device)
+    check_input(model, config.model, (data.in_chans, *data.image_size), device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     if not resuming:
         rundir.check_new_run_dir(run_dir)
-    checkpoint = run_dir / rundir.CHECKPOINT
-    init: dict[str, Any] | None = None
-    if config.init and not (resuming and checkpoint.exists()):  # a checkpoint replaces the weights
-        # The images are normalized with the new data's own mean and std, as any training: the first
-        # steps adapt the copied layers (BatchNorm's statistics among them) to them.
+    init = None
+    if config.init and not (resuming and (run_dir / rundir.CHECKPOINT).exists()):
+        # A checkpoint replaces the weights. The images are normalized with the new data's own mean
+        # and std, as any training: the first steps adapt the copied layers (BatchNorm's statistics
+        # among them) to them.
         init = finetune.init_from_run(model, config.init, config.model_kwargs)
     if world.distributed:
         if config.sync_bn:
             model = convert_sync_batchnorm(model, device)
         dist.barrier()  # every process has checked the run directory before rank 0 creates it
-
     nonparametric = getattr(model, "is_nonparametric", False)
-    epochs = 1 if nonparametric else config.epochs  # storing the training set twice would change nothing
-    lr = config.lr if config.lr is not None else default_lr(config.batch_size)
     # Random crops teach translation invariance; a model without it (one weight per pixel) only loses.
     crops = getattr(model, "translation_invariant", True)
     padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8) * crops
+    return Session(
+        config=config, world=world, device=device, dtype=dtype, data=data, model=model, trained=model,
+        memory_format=memory_format, run_dir=run_dir, normalize=Normalize(data.mean, data.std).to(device),
+        opt=None if nonparametric else _optimization(model, config, data, dtype, device),
+        # Storing the training set twice would change nothing.
+        epochs=1 if nonparametric else config.epochs, padding=padding,
+        steps_per_epoch=max(1, len(data.train_labels) // config.batch_size), init=init,
+    )  # fmt: skip
+
+
+def _optimization(
+    model: nn.Module, config: TrainConfig, data: Dataset, dtype: torch.dtype | None, device: torch.device
+) -> Optimization:
+    lr = config.lr if config.lr is not None else default_lr(config.batch_size)
     steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
-    opt = None
-    if not nonparametric:
-        optimizer, scheduler = make_optimizer(
-            model,
-            lr,
-            config.momentum,
-            config.weight_decay,
-            config.schedule,
-            total_steps=epochs * steps_per_epoch,
-            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-        )
-        opt = Optimization(
-            optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), lr
-        )
-    normalize = Normalize(data.mean, data.std).to(device)
-    params = sum(p.numel() for p in model.parameters())
-
-    rows: list[dict[str, float]] = []
-    if resuming and checkpoint.exists():  # killed before its first checkpoint: start over
-        state = rundir.load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        if opt is not None:
-            opt.optimizer.load_state_dict(state["optimizer"])
-            opt.scheduler.load_state_dict(state["scheduler"])
-            opt.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        rows = state["metrics"]
-        init = state.get("init")  # what the interrupted run took from its init run, for result.json
-    # Gradients are averaged across the processes; the unwrapped model is what is evaluated and saved.
-    trained = (
-        DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if world.distributed
-        else model
+    optimizer, scheduler = make_optimizer(
+        model,
+        lr,
+        config.momentum,
+        config.weight_decay,
+        config.schedule,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
     )
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return Optimization(optimizer, scheduler, scaler, lr)
 
-    writes = world.main  # only rank 0 touches the run directory
-    if writes:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, RunConfig(
-            model=config.model, model_kwargs=config.model_kwargs, num_classes=data.num_classes,
-            in_chans=data.in_chans, params=params,
-            data=DataInfo(name=data.name, source=str(config.data), classes=data.classes, mean=list(data.mean),
-                          std=list(data.std), input_size=list(input_size), hflip=data.hflip,
-                          train_size=len(data.train_labels), test_size=len(data.test_labels)),
-            train={**asdict(config), "epochs": epochs, "lr": lr, "padding": padding},
-            device=str(device), precision=precision_name(dtype), channels_last=channels_last,
-            torch=torch.__version__,
-        ))  # fmt: skip
 
-    # Seconds of the epochs before an interruption count towards the training time.
-    started = time.perf_counter() - sum(r["seconds"] for r in rows)
-    with TrainProgress(epochs, live=live, quiet=quiet) as progress:
-        recipe = "indexing the training set" if opt is None else f"lr {lr:g}, batch {config.batch_size}"
-        progress.print(
-            f"training {config.model} ({params:,} parameters) on {data.name}: {len(data.train_labels):,} "
-            f"training and {len(data.test_labels):,} test images of {'x'.join(map(str, input_size))}, "
-            f"{data.num_classes} classes; {device}, {precision_name(dtype)}, {recipe}; writing {run_dir}"
+def _restore(s: Session) -> list[dict[str, float]]:
+    """The metrics so far, with every state put back as the last checkpoint holds it."""
+    checkpoint = s.run_dir / rundir.CHECKPOINT
+    if not checkpoint.exists():  # killed before its first checkpoint: start over
+        return []
+    state = rundir.load_checkpoint(checkpoint)
+    s.model.load_state_dict(state["model"])
+    if s.opt is not None:
+        s.opt.optimizer.load_state_dict(state["optimizer"])
+        s.opt.scheduler.load_state_dict(state["scheduler"])
+        s.opt.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    s.init = state.get("init")  # what the interrupted run took from its init run, for result.json
+    return state["metrics"]
+
+
+def _run_config(s: Session) -> RunConfig:
+    c, d = s.config, s.data
+    return RunConfig(
+        model=c.model, model_kwargs=c.model_kwargs, num_classes=d.num_classes, in_chans=d.in_chans,
+        params=s.params,
+        data=DataInfo(name=d.name, source=str(c.data), classes=d.classes, mean=list(d.mean),
+                      std=list(d.std), input_size=list(s.input_size), hflip=d.hflip,
+                      train_size=len(d.train_labels), test_size=len(d.test_labels)),
+        train={**asdict(c), "epochs": s.epochs, "lr": s.opt.lr if s.opt else default_lr(c.batch_size),
+               "padding": s.padding},
+        device=str(s.device), precision=precision_name(s.dtype),
+        channels_last=s.memory_format == torch.channels_last, torch=torch.__version__,
+    )  # fmt: skip
+
+
+def _announce(s: Session, progress: TrainProgress, resumed_after: int) -> None:
+    c, d = s.config, s.data
+    recipe = "indexing the training set" if s.opt is None else f"lr {s.opt.lr:g}, batch {c.batch_size}"
+    progress.print(
+        f"training {c.model} ({s.params:,} parameters) on {d.name}: {len(d.train_labels):,} "
+        f"training and {len(d.test_labels):,} test images of {'x'.join(map(str, s.input_size))}, "
+        f"{d.num_classes} classes; {s.device}, {precision_name(s.dtype)}, {recipe}; writing {s.run_dir}"
+    )
+    if s.init:
+        progress.print(finetune.describe(s.init))
+    if resumed_after:
+        progress.print(f"resuming after epoch {resumed_after} of {s.epochs}")
+
+
+def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
+    """Train one epoch, then evaluate: the epoch's row of metrics.csv."""
+    n = len(s.data.train_labels)
+    progress.start_epoch(epoch, n if s.opt is None else s.steps_per_epoch * s.config.batch_size)
+    start = time.perf_counter()
+    if s.opt is None:
+        loss, acc, seen, data_seconds = index_epoch(
+            s.model, s.data, s.normalize, s.config.batch_size, s.device, progress
         )
-        if init:
-            progress.print(finetune.describe(init))
-        if rows:
-            progress.print(f"resuming after epoch {len(rows)} of {epochs}")
-        for epoch in range(len(rows) + 1, epochs + 1):
-            progress.start_epoch(
-                epoch, len(data.train_labels) if opt is None else steps_per_epoch * config.batch_size
-            )
-            epoch_start = time.perf_counter()
-            if opt is None:
-                train_loss, train_acc, seen, data_seconds = index_epoch(
-                    model, data, normalize, config.batch_size, device, progress
-                )
-            else:
-                plan = plan_epoch(len(data.train_labels), config.seed, epoch, padding, data.hflip)
-                train_loss, train_acc, seen, data_seconds = train_epoch(
-                    trained,
-                    data,
-                    plan,
-                    normalize,
-                    opt,
-                    config,
-                    device,
-                    dtype,
-                    progress,
-                    epoch,
-                    memory_format,
-                    world,
-                )
-            train_seconds = time.perf_counter() - epoch_start
-            # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
-            test = evaluate(
-                model, data.test_images, data.test_labels, normalize, device, memory_format=memory_format
-            )
-            rows.append({
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test["loss"],
-                "test_acc": test["top1"], "test_top5": test["top5"],
-                "lr": opt.optimizer.param_groups[0]["lr"] if opt else 0.0,
-                "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
-                "images_per_s": seen / train_seconds, "data_fraction": data_seconds / train_seconds,
-            })  # fmt: skip
-            if writes:
-                rundir.write_metrics(run_dir / rundir.METRICS, rows)
-                rundir.save_checkpoint({
-                    "format_version": rundir.FORMAT_VERSION, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": opt.optimizer.state_dict() if opt else {},
-                    "scheduler": opt.scheduler.state_dict() if opt else {},
-                    "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
-                    "metrics": rows, **({"init": init} if init else {}),
-                }, run_dir / rundir.CHECKPOINT)  # fmt: skip
-            progress.end_epoch(rows[-1])
+    else:
+        plan = plan_epoch(n, s.config.seed, epoch, s.padding, s.data.hflip)
+        loss, acc, seen, data_seconds = train_epoch(
+            s.trained, s.data, plan, s.normalize, s.opt, s.config.batch_size, s.config.label_smoothing,
+            s.device, s.dtype, progress, epoch, s.memory_format, s.world,
+        )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
+    test = evaluate(
+        s.model, s.data.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
+    )
+    return {
+        "epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test["loss"],
+        "test_acc": test["top1"], "test_top5": test["top5"],
+        "lr": s.opt.optimizer.param_groups[0]["lr"] if s.opt else 0.0,
+        "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+        "images_per_s": seen / train_seconds, "data_fraction": data_seconds / train_seconds,
+    }  # fmt: skip
 
-        train_time = time.perf_counter() - started
-        last = rows[-1]
-        result = {
-            "model": config.model, "dataset": data.name, "epochs": epochs, "test_acc": last["test_acc"],
-            "test_top5": last["test_top5"], "test_loss": last["test_loss"],
-            "train_time_s": round(train_time, 2),
-            "images_per_s": round(sum(r["train_seconds"] * r["images_per_s"] for r in rows)
-                                  / sum(r["train_seconds"] for r in rows), 1),
-            "data_fraction": round(sum(r["data_fraction"] * r["train_seconds"] for r in rows)
-                                   / sum(r["train_seconds"] for r in rows), 4),
-            "params": params, "precision": precision_name(dtype), "device": str(device), "seed": config.seed,
-        }  # fmt: skip
-        if init:
-            result["init"] = init
-        if writes:
-            rundir.save_weights(model, run_dir / rundir.WEIGHTS)
-            rundir.plot_curves(rows, run_dir / rundir.CURVES, f"{config.model} on {data.name}")
-            rundir.write_json(run_dir / rundir.RESULT, result)
-        progress.print(
-            f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
-            f"in {train_time:.1f}s; results in {run_dir}"
-        )
+
+def _checkpoint(s: Session, epoch: int, rows: list[dict[str, float]]) -> dict[str, Any]:
+    opt = s.opt
+    return {
+        "format_version": FORMAT_VERSION, "epoch": epoch, "model": s.model.state_dict(),
+        "optimizer": opt.optimizer.state_dict() if opt else {},
+        "scheduler": opt.scheduler.state_dict() if opt else {},
+        "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
+        "metrics": rows, **({"init": s.init} if s.init else {}),
+    }  # fmt: skip
+
+
+def _finish(s: Session, rows: list[dict[str, float]], train_time: float) -> dict[str, Any]:
+    """result.json's content; rank 0 also writes the weights, the curves and result.json."""
+    last = rows[-1]
+    seconds = sum(r["train_seconds"] for r in rows)
+    result = {
+        "model": s.config.model, "dataset": s.data.name, "epochs": s.epochs, "test_acc": last["test_acc"],
+        "test_top5": last["test_top5"], "test_loss": last["test_loss"], "train_time_s": round(train_time, 2),
+        "images_per_s": round(sum(r["train_seconds"] * r["images_per_s"] for r in rows) / seconds, 1),
+        "data_fraction": round(sum(r["data_fraction"] * r["train_seconds"] for r in rows) / seconds, 4),
+        "params": s.params, "precision": precision_name(s.dtype), "device": str(s.device),
+        "seed": s.config.seed, **({"init": s.init} if s.init else {}),
+    }  # fmt: skip
+    if s.world.main:
+        rundir.save_weights(s.model, s.run_dir / rundir.WEIGHTS)
+        rundir.plot_curves(rows, s.run_dir / rundir.CURVES, f"{s.config.model} on {s.data.name}")
+        rundir.write_json(s.run_dir / rundir.RESULT, result)
     return result

@@ -1,0 +1,116 @@
+"""One pass over the training set: SGD steps for a parametric model, indexing for k-NN."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from ..data.augment import EpochPlan, Normalize, batches
+from ..data.base import Dataset
+from ..errors import CnnlabError
+from ..loss import classification_loss
+from ..runtime import autocast
+from .distributed import SINGLE_PROCESS, World, all_sum, shard
+from .progress import TrainProgress
+
+T = TypeVar("T")
+
+
+class Stopwatch:
+    """Adds up the time an iterator takes to hand out its items."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, items: Iterable[T]) -> Iterator[T]:
+        iterator = iter(items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
+
+
+@dataclass
+class Optimization:
+    """What a parametric model trains with; absent for k-NN."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    lr: float
+
+
+def train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    plan: EpochPlan,
+    normalize: Normalize,
+    opt: Optimization,
+    batch_size: int,
+    label_smoothing: float,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    progress: TrainProgress,
+    epoch: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    world: World = SINGLE_PROCESS,
+) -> tuple[float, float, int, float]:
+    """One pass of SGD over the training set; returns (mean loss, accuracy, images seen, seconds spent
+    waiting for batches: gathering, augmenting and normalizing them). Data-parallel, each process
+    trains on its slice of every global batch and the figures are those of the global batches."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    data_clock = Stopwatch()
+    prepared = (
+        (
+            normalize(shard(x, world).to(device, non_blocking=True)).contiguous(memory_format=memory_format),
+            shard(y, world).to(device, non_blocking=True),
+        )
+        for x, y in batches(data.train_images, data.train_labels, batch_size, plan, drop_last=True)
+    )
+    for step, (x, y) in enumerate(data_clock.timed(prepared)):
+        with autocast(device, dtype):
+            loss, logits = classification_loss(model(x), y, label_smoothing)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise CnnlabError(
+                f"training diverged: loss {loss_value} at epoch {epoch}, step {step + 1}; lower the learning "
+                f"rate (--lr, now {opt.lr:g}); the last good checkpoint is kept"
+            )
+        loss_sum += loss_value * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        progress.advance(len(y) * world.size, loss_value)
+    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], world, device)
+    return loss_sum / seen, correct / seen, int(seen), data_clock.seconds
+
+
+def index_epoch(
+    model: nn.Module,
+    data: Dataset,
+    normalize: Normalize,
+    batch_size: int,
+    device: torch.device,
+    progress: TrainProgress,
+) -> tuple[float, float, int, float]:
+    """Non-parametric models (k-NN) learn by storing the normalized training set; they have no loss."""
+    for x, y in batches(data.train_images, data.train_labels, batch_size):
+        model.add(normalize(x.to(device)), y.to(device))
+        progress.advance(len(y), None)
+    return math.nan, math.nan, len(data.train_labels), 0.0
