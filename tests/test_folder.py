@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data import base
 from cnnlab.data.folder import load_folder
 from cnnlab.errors import DataError
 
@@ -134,3 +136,51 @@ def test_folder_imagenet_evaluation_resize(tmp_path: Path, interpolation: str) -
     assert any(torch.equal(im, torch.from_numpy(expected).permute(2, 0, 1)) for im in images)
     with pytest.raises(DataError, match="interpolation"):
         load_folder(tmp_path, image_size=32, interpolation="nearest")
+
+
+def _failing_open(monkeypatch: pytest.MonkeyPatch, victim: str, error: BaseException) -> None:
+    """Image.open raises ``error`` for the file named ``victim``, as the system would."""
+    real = Image.open
+
+    def fake_open(fp, *args, **kwargs):
+        if Path(fp).name == victim:
+            raise error
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", fake_open)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(errno.EACCES, "Permission denied"), OSError(errno.EIO, "Input/output error")],
+    ids=["permission", "eio"],
+)
+def test_a_file_the_system_cannot_read_is_refused_not_skipped(tmp_path, monkeypatch, error) -> None:
+    root = image_folder(tmp_path / "pets")
+    _failing_open(monkeypatch, "3.png", error)
+    with pytest.raises(DataError, match=rf"cannot read .*3\.png: {error.strerror}"):
+        load_folder(root)
+
+
+def test_memory_error_is_no_bad_image(tmp_path, monkeypatch) -> None:
+    root = image_folder(tmp_path / "pets")
+    _failing_open(monkeypatch, "3.png", MemoryError())
+    with pytest.raises(MemoryError):
+        load_folder(root)
+
+
+def test_an_unidentifiable_image_is_still_skipped(tmp_path, monkeypatch) -> None:  # the control
+    root = image_folder(tmp_path / "pets")
+    _failing_open(monkeypatch, "3.png", UnidentifiedImageError("cannot identify image file"))
+    with pytest.warns(UserWarning, match=r"3\.png"):
+        ds = load_folder(root)
+    assert len(ds.train_labels) + len(ds.test_labels) == 16 - 3 - 1  # three 3.png, broken.png
+
+
+def test_a_folder_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch) -> None:
+    root = image_folder(tmp_path / "pets")
+    monkeypatch.setattr(base, "available_memory", lambda: 100_000)  # 15 images of 3x64x64 need 184 kB
+    with pytest.raises(DataError, match=r"would take 0\.0 GB of memory.*--image-size"):
+        load_folder(root)
+    monkeypatch.setattr(base, "available_memory", lambda: 10_000_000)
+    assert len(load_folder(root, strict=False).classes) == 3

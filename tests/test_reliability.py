@@ -381,3 +381,16 @@ def test_truncated_cifar_batch_and_idx_file_through_load(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz.*corrupt") as caught:
         cnnlab.data.load(mnist)
     one_line(caught.value)
+
+
+def test_an_image_size_beyond_memory_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from cnnlab.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--image-size", "5000", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    # 5,000 x 5000 x 5000 bytes, and one image in float32 while it is resized
+    assert re.search(r"mnist5k at 5000x5000 \(5,000 images\) would take 125\.\d GB of memory", err)
+    assert "--image-size" in err
+    assert not out.exists()

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, UnknownNameError
-from .base import Dataset
+from .base import Dataset, check_memory
 
 DEFAULT_ROOT = Path(os.environ.get("CNNLAB_DATA", "data"))
+CHUNK_BYTES = 256 * 2**20
 
 
 def _mnist5k(root: Path, download: bool, image_size: int | None) -> Dataset:
@@ -144,6 +145,12 @@ def resize(dataset: Dataset, size: int, chunk: int = 1024) -> Dataset:
         raise DataError(f"--image-size must be positive, got {size}")
     if dataset.image_size == (size, size):
         return dataset
+    n, c = len(dataset.train_labels) + len(dataset.test_labels), dataset.in_chans
+    h, w = dataset.image_size
+    # Chunks are resized in float32 at both sizes: a few hundred MB at most, whatever the size.
+    float_bytes = 4 * c * (h * w + size * size)
+    chunk = max(1, min(chunk, CHUNK_BYTES // float_bytes))
+    check_memory(n * c * size * size + chunk * float_bytes, f"{dataset.name} at {size}x{size} ({n:,} images)")
 
     def resized(images: torch.Tensor) -> torch.Tensor:
         out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)

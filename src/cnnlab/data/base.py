@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import DataError
 
 
 @dataclass
@@ -92,3 +95,29 @@ def stratified_split(
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse in one line, before allocating, a dataset that would not fit in memory: torch would
+    otherwise end in a raw allocation error, or the system would start swapping."""
+    free = available_memory()
+    if free is not None and nbytes > 0.9 * free:
+        raise DataError(
+            f"{what} would take {nbytes / 1e9:.1f} GB of memory, more than the {free / 1e9:.1f} GB "
+            "available; choose a smaller --image-size or use fewer images"
+        )

@@ -7,6 +7,7 @@ is drawn. Every image is decoded once, with PIL, into one preallocated uint8 ten
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.base import Dataset, stratified_split
+from cnnlab.data.base import Dataset, check_memory, stratified_split
 from cnnlab.errors import DataError
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -147,14 +148,28 @@ def read_image(
         raise DataError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
     try:
         pixels = _decode(path, channels == 1, size, resize, INTERPOLATIONS[interpolation])
-    except Exception as e:  # PIL raises many types for unreadable files
+    except IMAGE_ERRORS as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the file system's, not the image's
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     tensor = torch.from_numpy(pixels)
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
+# What PIL and its format plugins raise for a file that is not a readable image: its own errors
+# (UnidentifiedImageError and truncated data are OSErrors without an errno) and the parsers' own.
+# Not MemoryError, and not an OSError of the file system (permissions, EIO): those are no bad image.
+IMAGE_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+    ZeroDivisionError, NotImplementedError, Image.DecompressionBombError,
+)  # fmt: skip
+
+
 def _bad_file(path: Path, error: Exception, strict: bool) -> None:
-    """Refuse (``strict``) or skip with a warning a file PIL cannot read."""
+    """Refuse (``strict``) or skip with a warning a file PIL cannot read; a file the system cannot
+    read (no permission, an I/O error) is refused whatever ``strict`` says."""
+    if isinstance(error, OSError) and error.errno is not None:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
     message = f"cannot read image {path}: {type(error).__name__}: {error}"
     if strict:
         raise DataError(f"{message}; delete or replace it, or pass strict=False to skip it")
@@ -184,6 +199,38 @@ def load_folder(
     skipped with a warning, or raises with ``strict=True``.
     """
     root = Path(path).expanduser()
+    _check_arguments(root, image_size, test_fraction, interpolation)
+    train_dir, test_dir, classes, files = _splits(root)
+    entries, modes, sizes = _headers(files, strict)
+    if not entries:
+        raise DataError(f"no readable images in {root}")
+    gray = modes <= _GRAY_MODES
+    size: int | None = image_size
+    if size is None and len(sizes) > 1:
+        size = DEFAULT_SIZE  # mixed sizes must be made equal; one shared size is kept as it is
+    shape = (1 if gray else 3, *((size, size) if size is not None else next(iter(sizes))[::-1]))
+    check_memory(len(entries) * shape[0] * shape[1] * shape[2], f"{root} ({len(entries):,} images)")
+    images, labels, is_test = _decode_all(entries, shape, size, resize_side, interpolation, strict)
+    present = set(labels[~is_test].tolist())
+    for i, name in enumerate(classes):
+        if i not in present:
+            raise DataError(f"class folder {train_dir / name} has no readable training images")
+    if test_dir is not None:
+        train_idx, test_idx = torch.nonzero(~is_test).flatten(), torch.nonzero(is_test).flatten()
+    else:
+        train_idx, test_idx = stratified_split(labels, test_fraction, seed)
+    return Dataset(
+        root.resolve().name,
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        classes=classes,
+        hflip=True,
+    )
+
+
+def _check_arguments(root: Path, image_size: int | None, test_fraction: float, interpolation: str) -> None:
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
     if image_size is not None and image_size < 1:
@@ -193,6 +240,10 @@ def load_folder(
     if interpolation not in INTERPOLATIONS:
         raise DataError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
 
+
+def _splits(root: Path) -> tuple[Path, Path | None, list[str], list[tuple[Path, int, bool]]]:
+    """The training folder, the test folder if the layout has one, the classes and every
+    (file, label, is_test)."""
     train_dir, test_dir = root, None
     if (root / "train").is_dir():
         train_dir = root / "train"
@@ -208,63 +259,52 @@ def load_folder(
                 f"{train_dir} and {test_dir} must hold the same class folders: only in train {only_train}, "
                 f"only in {test_dir.name} {only_test}"
             )
+    files = [(f, label, False) for f, label in train_files] + [(f, label, True) for f, label in test_files]
+    return train_dir, test_dir, classes, files
 
-    # Read headers first (cheap) to choose channels and size for the whole dataset.
-    entries: list[tuple[Path, int, bool]] = []  # (file, label, is_test)
-    modes, sizes = set(), set()
-    for files, is_test in ((train_files, False), (test_files, True)):
-        for file, label in files:
-            try:
-                with Image.open(file) as im:
-                    modes.add(im.mode)
-                    sizes.add(im.size)
-            except Exception as e:  # PIL raises many types for unreadable files
-                _bad_file(file, e, strict)
-                continue
-            entries.append((file, label, is_test))
-    if not entries:
-        raise DataError(f"no readable images in {root}")
-    gray = modes <= _GRAY_MODES
-    size: int | None = image_size
-    if size is None and len(sizes) > 1:
-        size = DEFAULT_SIZE  # mixed sizes must be made equal; one shared size is kept as it is
-    h, w = (size, size) if size is not None else next(iter(sizes))[::-1]
-    channels = 1 if gray else 3
 
-    images = torch.empty((len(entries), channels, h, w), dtype=torch.uint8)
+def _headers(
+    files: list[tuple[Path, int, bool]], strict: bool
+) -> tuple[list[tuple[Path, int, bool]], set[str], set[tuple[int, int]]]:
+    """Read the headers first (cheap) to choose channels and size for the whole dataset: the
+    readable entries, their modes and their sizes."""
+    entries, modes, sizes = [], set(), set()
+    for entry in files:
+        try:
+            with Image.open(entry[0]) as im:
+                modes.add(im.mode)
+                sizes.add(im.size)
+        except IMAGE_ERRORS as e:
+            _bad_file(entry[0], e, strict)
+            continue
+        entries.append(entry)
+    return entries, modes, sizes
+
+
+def _decode_all(
+    entries: list[tuple[Path, int, bool]],
+    shape: tuple[int, int, int],
+    size: int | None,
+    resize_side: int | None,
+    interpolation: str,
+    strict: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every image decoded into one preallocated uint8 tensor: images, labels and the test mask."""
+    c, h, w = shape
+    images = torch.empty((len(entries), c, h, w), dtype=torch.uint8)
     labels, is_test, kept = [], [], 0
     for file, label, test in entries:
         try:
-            array = _decode(file, gray, size, resize_side, INTERPOLATIONS[interpolation])
+            array = _decode(file, c == 1, size, resize_side, INTERPOLATIONS[interpolation])
             if array.shape[:2] != (h, w):
                 raise ValueError(f"decoded size {array.shape[1]}x{array.shape[0]} differs from its header")
-        except Exception as e:
+        except IMAGE_ERRORS as e:
             _bad_file(file, e, strict)
             continue
         pixels = torch.from_numpy(array)
-        images[kept] = pixels.unsqueeze(0) if gray else pixels.permute(2, 0, 1)
+        images[kept] = pixels.unsqueeze(0) if c == 1 else pixels.permute(2, 0, 1)
         labels.append(label)
         is_test.append(test)
         kept += 1
     images = images[:kept].clone() if kept < len(entries) else images
-    label_t = torch.tensor(labels, dtype=torch.int64)
-    test_mask = torch.tensor(is_test, dtype=torch.bool)
-
-    present = set(label_t[~test_mask].tolist())
-    for i, name in enumerate(classes):
-        if i not in present:
-            raise DataError(f"class folder {train_dir / name} has no readable training images")
-    if test_dir is not None:
-        train_idx = torch.nonzero(~test_mask).flatten()
-        test_idx = torch.nonzero(test_mask).flatten()
-    else:
-        train_idx, test_idx = stratified_split(label_t, test_fraction, seed)
-    return Dataset(
-        root.resolve().name,
-        images[train_idx],
-        label_t[train_idx],
-        images[test_idx],
-        label_t[test_idx],
-        classes=classes,
-        hflip=True,
-    )
+    return images, torch.tensor(labels, dtype=torch.int64), torch.tensor(is_test, dtype=torch.bool)
