@@ -54,8 +54,8 @@ DEFAULT_WARMUP = 3
 # median of ten of those is mostly timer and scheduler noise.
 MIN_SECONDS = 1.0
 # The peak probe's square products grow through these sides until one takes PROBE_LONG_ENOUGH seconds: a
-# few cores reach their peak near 1024, many cores with wide vector or matrix units need 4096-8192, and
-# a GPU more still before the launch overhead stops mattering.
+# product too small for the machine measures the cost of waking its threads (or, on a GPU, of the
+# launch) rather than its arithmetic, and the more cores and the wider their units, the larger it must be.
 PROBE_SIZES = {"cpu": (512, 1024, 2048, 4096, 8192), "cuda": (4096, 8192, 16384)}
 PROBE_LONG_ENOUGH = 0.05
 PROBE_REPETITIONS = 5
