@@ -29,5 +29,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# docs/results.md from the recorded JSON (benchmarks/results/, docs/figures/); standard library only.
+.PHONY: results
+results:
+	$(PYTHON) benchmarks/render.py
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Forward+backward time of DeformConv2d against a plain nn.Conv2d of the same shape.
 
-Run as ``.venv/bin/python benchmarks/deform_conv.py [--json] [--repeats N]``. For each shape the models
+Run as ``.venv/bin/python benchmarks/deform_conv.py [--json] [--repeats N]``; the JSON records the
+machine (``cnnlab.bench.machine``). For each shape the models
 use (dcn_resnet20's last stage, dcn_resnet50's stage 4, and a mid shape) it times one training step's
 forward+backward (input, weights and offsets all needing gradients, the output's gradient given):
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.bench import machine
 from cnnlab.layers import DeformConv2d, deform_conv2d
 
 # name: (batch, in_ch, out_ch, size, stride)
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         keys = ("batch", "in_ch", "out_ch", "size", "stride")
         shapes = {k: dict(zip(keys, SHAPES[k], strict=True)) for k in results}
-        json.dump({"threads": args.threads, "shapes": shapes, "results": results}, sys.stdout, indent=1)
+        record = {"machine": machine(), "threads": args.threads, "shapes": shapes, "results": results}
+        json.dump(record, sys.stdout, indent=1)
         print()
 
 

@@ -1,26 +1,29 @@
-"""`cnnlab bench`: the contract keys, their arithmetic, the baseline, infer mode and the compile fallback.
+"""`cnnlab bench`: the contract keys, their arithmetic, the baseline, infer mode, the compile fallback and
+the peak probe.
 
 Everything runs ResNet-20 on 3x32x32 batches of 4 for a step or two, with no minimum duration.
 """
 
 import json
+import os
 
 import pytest
 import torch
 
 import cnnlab.bench as bench_module
 from cnnlab.analysis.summary import summarize
-from cnnlab.bench import bench, sweep, sweep_configs
+from cnnlab.bench import bench, machine, peak_probe, sweep, sweep_configs
 from cnnlab.cli import main as cnnlab_main
-from cnnlab.runtime import channels_last_default
+from cnnlab.runtime import channels_last_default, cpu_has_bf16
 
 FAST = {"batch_size": 4, "input_size": (3, 32, 32), "steps": 2, "warmup": 1, "min_seconds": 0.0}
 FAST_ARGS = ["--batch-size", "4", "--input", "3x32x32", "--steps", "2", "--warmup", "1", "--min-seconds", "0"]
 CONTRACT = {
     "images_per_s", "ms_per_batch", "gflops_per_s", "peak_gflops_per_s", "utilization", "peak_rss_mb",
     "model", "mode", "batch_size", "input", "precision", "channels_last", "compile", "naive", "threads",
-    "device", "torch", "steps", "warmup",
+    "device", "torch", "steps", "warmup", "probe", "machine",
 }  # fmt: skip
+PROBE = {"op", "shape", "dtype", "repetitions", "threads", "gflops_per_s", "tried"}
 MACS = summarize("resnet20", (3, 32, 32))["macs"]
 
 
@@ -38,7 +41,9 @@ def test_every_contract_key_with_consistent_arithmetic():
     assert r["macs"] == MACS
     assert r["gflops_per_s"] == pytest.approx(MACS * 6 * r["images_per_s"] / 1e9, rel=1e-3)
     assert r["utilization"] == pytest.approx(r["gflops_per_s"] / r["peak_gflops_per_s"], rel=1e-3)
-    assert 0 < r["utilization"] < 2 and r["peak_gflops_per_s"] > 1 and r["peak_rss_mb"] > 50
+    assert 0 < r["utilization"] <= 1 and r["peak_gflops_per_s"] > 1 and r["peak_rss_mb"] > 50
+    assert r["probe"].keys() >= PROBE and r["probe"]["gflops_per_s"] == r["peak_gflops_per_s"]
+    assert r["probe"]["dtype"] == r["precision"] and r["machine"] == machine()
     json.dumps(r)  # plain JSON values only
 
 
@@ -181,3 +186,46 @@ def test_sweep_grid_has_bf16_where_the_cpu_does_and_compile_rows_on_request(monk
     assert [c["precision"] for c in configs[5:] if c.get("compile")] == ["fp32", "bf16"]
     monkeypatch.setattr(bench_module, "cpu_has_bf16", lambda: False)
     assert len(sweep_configs(cpu)) == 3
+
+
+def test_the_probe_says_what_it_measured_and_its_best_is_the_ceiling():
+    cpu = torch.device("cpu")
+    p = peak_probe(cpu, None, sizes=(64,), repetitions=2)
+    assert p.keys() >= PROBE and p["dtype"] == "fp32" and p["repetitions"] == 2
+    assert p["threads"] == torch.get_num_threads()  # all of torch's threads, as the model steps use
+    assert [row["op"] for row in p["tried"]] == ["matmul", "conv3x3"]
+    assert p["tried"][0]["shape"] == [64, 64, 64] and p["tried"][1]["shape"] == [1, 16, 11, 11, 3]
+    # The ceiling is at least every product it measured, the convolution's included.
+    assert p["gflops_per_s"] == max(row["gflops_per_s"] for row in p["tried"]) > 0
+    assert peak_probe(cpu, None, sizes=(64,), repetitions=2) is p  # once per process
+    if cpu_has_bf16():
+        assert peak_probe(cpu, torch.bfloat16, sizes=(64,), repetitions=2)["dtype"] == "bf16"
+
+
+def test_the_probe_grows_until_a_product_is_long_enough_and_keeps_the_best(monkeypatch):
+    # Scripted seconds per (op, size): no clock involved, so the choice is checked exactly.
+    seconds = {("matmul", 1): 0.1, ("matmul", 2): 0.2, ("matmul", 4): 0.6, ("conv3x3", 1): 1e-3}
+    seconds |= {("conv3x3", 2): 1.0}
+    monkeypatch.setattr(
+        bench_module, "_product", lambda op, n, device, dtype: ((lambda: (op, n)), [n], 2e9 * n**3)
+    )
+    monkeypatch.setattr(bench_module, "_best_seconds", lambda step, device, reps: seconds[step()])
+    p = peak_probe(torch.device("cpu"), None, sizes=(1, 2, 4, 8), repetitions=3, long_enough=0.5)
+    assert [(row["op"], row["shape"]) for row in p["tried"]] == [
+        ("matmul", [1]), ("matmul", [2]), ("matmul", [4]), ("conv3x3", [1]), ("conv3x3", [2]),
+    ]  # fmt: skip
+    assert (p["op"], p["shape"], p["gflops_per_s"]) == ("conv3x3", [1], 2000.0)
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_utilization_stays_at_most_one(mode):
+    for precision in ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]:
+        r = bench("resnet20", mode=mode, precision=precision, **FAST)
+        assert 0 < r["utilization"] <= 1 and r["probe"]["dtype"] == precision
+
+
+def test_machine_records_what_a_result_ran_on():
+    m = machine()
+    assert m["cores"] == os.cpu_count() and m["torch"] == torch.__version__ and m["cpu"]
+    assert m["threads"] == torch.get_num_threads() and m["cpu_bf16"] == cpu_has_bf16()
+    json.dumps(m)

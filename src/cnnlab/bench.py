@@ -7,9 +7,11 @@ and augmentation are not part of the figure. A training step is the trainer's: f
 momentum 0.9. An inference step runs the model in eval mode under ``torch.inference_mode``.
 
 Achieved GFLOP/s count only the conv and linear layers' MACs (as ``cnnlab summary`` does), two FLOPs
-each, times three for a training step (the backward pass costs about twice the forward). The peak is a
-square matrix product timed the same way in the same precision, so ``utilization`` says how much of
-what this machine can do in dense algebra the model actually gets.
+each, times three for a training step (the backward pass costs about twice the forward). The peak is
+``peak_probe``'s: the best of several large square products in the arithmetic the model's kernels
+get, on all of torch's threads, so ``utilization`` says how much of what this machine can do in dense
+algebra the model actually gets. Each result says what the probe measured (``probe``) and on what
+(``machine``).
 
 ``sweep("resnet18")`` runs the grid that shows where the speed comes from: the naive baseline (eager,
 fp32, NCHW, no fusion), then each precision in each memory layout, and compiled rows on request.
@@ -17,6 +19,8 @@ fp32, NCHW, no fusion), then each precision in each memory layout, and compiled 
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import statistics
 import sys
@@ -49,9 +53,13 @@ DEFAULT_WARMUP = 3
 # Timed steps go on until this much time has passed: a tiny model's step takes microseconds, and the
 # median of ten of those is mostly timer and scheduler noise.
 MIN_SECONDS = 1.0
-# Side of the probe's square matrices: 1024 keeps a few dozen CPU cores busy (2 GFLOP per product); a
-# GPU needs far more work per launch before the launch overhead stops mattering.
-PROBE_SIZE = {"cpu": 1024, "cuda": 8192}
+# The peak probe's square products grow through these sides until one takes PROBE_LONG_ENOUGH seconds: a
+# product too small for the machine measures the cost of waking its threads (or, on a GPU, of the
+# launch) rather than its arithmetic, and the more cores and the wider their units, the larger it must be.
+PROBE_SIZES = {"cpu": (512, 1024, 2048, 4096, 8192), "cuda": (4096, 8192, 16384)}
+PROBE_LONG_ENOUGH = 0.05
+PROBE_REPETITIONS = 5
+PROBE_OPS = ("matmul", "conv3x3")
 # Random labels never converge; a small rate keeps the weights finite. It does not change the cost.
 LR = 0.01
 MOMENTUM = 0.9
@@ -89,30 +97,152 @@ def time_steps(step: Step, device: torch.device, steps: int, warmup: int, min_se
 
 # The probe depends only on the hardware, the precision and the threads: measured once per process, so
 # the rows of a sweep share one denominator and do not pay for it again.
-_peaks: dict[tuple[str, torch.dtype | None, int], float] = {}
+_probes: dict[tuple[str, str, int], dict[str, Any]] = {}
 
 
-def matmul_peak(
+def _probe_math(device: torch.device, dtype: torch.dtype | None) -> str:
+    """The arithmetic the model's convolutions get in ``dtype``: on CUDA, fp32 convolutions run in TF32
+    when cuDNN allows it (torch's default), and the probe must then measure TF32 too, or a model would
+    beat its own ceiling."""
+    if dtype is not None:
+        return precision_name(dtype)
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+def _product(op: str, n: int, device: torch.device, dtype: torch.dtype) -> tuple[Step, list[int], int]:
+    """One dense product of about ``2 n^3`` FLOPs, its shape and its exact FLOPs. ``matmul`` is the BLAS
+    product of two ``n x n`` matrices; ``conv3x3`` the same work as a convolution (``n/4`` channels in
+    and out, channels-last, a square map of about ``16n/9`` pixels), which reaches the convolution
+    library's kernels: on some CPUs those beat the BLAS product, and a model made of convolutions
+    would otherwise exceed its ceiling."""
+    gen = torch.Generator(device=device).manual_seed(SEED)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dtype, generator=gen)
+
+    if op == "matmul":
+        a, b = randn(n, n), randn(n, n)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+
+        def matmul() -> None:
+            torch.mm(a, b, out=out)
+
+        return matmul, [n, n, n], 2 * n**3
+    c, side = max(n // 4, 1), max(round((16 * n / 9) ** 0.5), 1)
+    x = randn(1, c, side, side).contiguous(memory_format=torch.channels_last)
+    w = randn(c, c, 3, 3).contiguous(memory_format=torch.channels_last)
+
+    def conv() -> None:
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(x, w, padding=1)
+
+    return conv, [1, c, side, side, 3], 2 * c * c * 9 * side * side
+
+
+def _best_seconds(step: Step, device: torch.device, repetitions: int) -> float:
+    """The fastest of ``repetitions`` timed calls after one untimed one (which pays for the first touch
+    of the memory and the library's choice of kernel): a busy machine only ever slows a call down."""
+    step()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _probe_op(
+    op: str,
+    sizes: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    repetitions: int,
+    long_enough: float,
+) -> list[dict[str, Any]]:
+    """One measurement per size of ``op``, growing until a product takes ``long_enough`` seconds."""
+    tried = []
+    for n in sizes:
+        step, shape, flops = _product(op, n, device, dtype)
+        seconds = _best_seconds(step, device, repetitions)
+        tried.append({"op": op, "shape": shape, "gflops_per_s": round(flops / seconds / 1e9, 3)})
+        if seconds >= long_enough:
+            break
+    return tried
+
+
+def peak_probe(
     device: torch.device,
     dtype: torch.dtype | None,
-    steps: int = DEFAULT_STEPS,
-    warmup: int = DEFAULT_WARMUP,
-    min_seconds: float = MIN_SECONDS,
-) -> float:
-    """GFLOP/s of square matrix products in ``dtype`` (None: fp32), timed like the model steps.
+    sizes: tuple[int, ...] | None = None,
+    repetitions: int = PROBE_REPETITIONS,
+    long_enough: float = PROBE_LONG_ENOUGH,
+) -> dict[str, Any]:
+    """The machine's dense-algebra ceiling in ``dtype`` (None: fp32), and how it was measured.
 
-    The operands are made in the dtype itself, which is what autocast hands the kernels. On CUDA an
-    fp32 product follows torch's matmul precision setting (full fp32 by default) while convolutions
-    may use TF32, so fp32 utilization can exceed 1 there.
+    Dense products (``_product``: a BLAS matmul and the same work as a convolution) of growing size, on
+    all the threads torch uses, each warmed up once and timed ``repetitions`` times; the best
+    repetition of the best product is the ceiling. A size whose best product takes ``long_enough``
+    seconds ends the growth: larger ones only cost time, while a small product under-measures a
+    machine with many cores, where waking the threads dominates. The result says what won (``op``,
+    ``shape``, ``gflops_per_s``) and how: ``dtype``, ``repetitions``, ``threads`` and every
+    measurement in ``tried``.
     """
-    key = (str(device), dtype, torch.get_num_threads())
-    if key not in _peaks:
-        n = PROBE_SIZE.get(device.type, PROBE_SIZE["cpu"])
-        gen = torch.Generator(device=device).manual_seed(SEED)
-        a, b = (torch.randn(n, n, device=device, dtype=dtype or torch.float32, generator=gen) for _ in "ab")
-        times = time_steps(lambda: torch.mm(a, b), device, steps, warmup, min_seconds)
-        _peaks[key] = 2 * n**3 / statistics.median(times) / 1e9
-    return _peaks[key]
+    sizes = sizes or PROBE_SIZES.get(device.type, PROBE_SIZES["cpu"])
+    math = _probe_math(device, dtype)
+    key = (str(device), f"{math}:{sizes}:{repetitions}:{long_enough}", torch.get_num_threads())
+    if key in _probes:
+        return _probes[key]
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = math == "tf32"
+    try:
+        tried = [
+            row
+            for op in PROBE_OPS
+            for row in _probe_op(op, sizes, device, dtype or torch.float32, repetitions, long_enough)
+        ]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    best = max(tried, key=lambda row: row["gflops_per_s"])
+    _probes[key] = {
+        **best,
+        "dtype": math,
+        "repetitions": repetitions,
+        "threads": torch.get_num_threads(),
+        "tried": tried,
+    }
+    return _probes[key]
+
+
+def _cpu_model() -> str:
+    """The CPU's marketing name: /proc/cpuinfo on Linux, whatever ``platform`` knows elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What a measurement ran on, for every recorded result: a number means little without its machine.
+    ``cores`` counts the logical CPUs the OS shows; ``threads`` is what torch used of them."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_bf16(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": platform.system(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -249,7 +379,8 @@ def bench(
     images_per_s = batch_size / seconds
     # Forward only for inference; a training step adds a backward pass of about twice the forward.
     gflops = summary["macs"] * 2 * (3 if mode == "train" else 1) * images_per_s / 1e9
-    peak = matmul_peak(dev, dtype, steps, warmup, min_seconds)
+    probe = peak_probe(dev, dtype)
+    peak = probe["gflops_per_s"]
     result: dict[str, Any] = {
         "model": model_name,
         "mode": mode,
@@ -271,6 +402,8 @@ def bench(
         "utilization": round(gflops / peak, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "macs": summary["macs"],
+        "probe": dict(probe),
+        "machine": machine(),
     }
     if compile_error is not None:
         result["compile_error"] = compile_error
