@@ -23,6 +23,7 @@ forward pass can serve every sampled path.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -38,8 +39,9 @@ from torch import nn
 from ..data.augment import Normalize
 from ..errors import CnnlabError
 from ..evaluate import evaluate
-from ..models.resnet import ResidualBlock
-from .analyze import DEFAULT_OUT, _use_agg, write_outputs
+from ..models.resnet import ResidualBlock, ZeroPadShortcut
+from ..plots import pyplot
+from .output import DEFAULT_OUT, write_outputs
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
@@ -51,11 +53,20 @@ def path_length_distribution(n: int) -> list[float]:
     return [math.comb(n, k) / 2**n for k in range(n + 1)]
 
 
+def shortcut_only(block: ResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block`` with its residual branch deleted, as in Veit et al.'s lesion study: the shortcut
+    alone. A plain block that changes the shape subsamples and zero-pads (option A) instead."""
+    if block.downsample is None and (block.stride != 1 or x.shape[1] != block.out_ch):
+        x = ZeroPadShortcut(block.stride, block.out_ch - x.shape[1])(x)
+    return block.relu(block.identity(x))
+
+
 @contextmanager
 def lesioned(blocks: list[ResidualBlock]) -> Iterator[None]:
     """Within the context, each of ``blocks`` computes its shortcut alone (its residual branch deleted)."""
     for block in blocks:
-        block.forward = block.skip  # type: ignore[method-assign]
+        # An instance attribute shadows the class's forward, so that the branch does not even run.
+        block.forward = functools.partial(shortcut_only, block)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -220,7 +231,6 @@ def analyze_paths(
 ) -> dict[str, Any]:
     """The unraveled view, the gradient per path length and, for a run directory, the lesion study
     (with ``plain``, a run of the plain twin, for contrast)."""
-    _use_agg()
     model, ds, normalize, name, trained = _dataset_and_model(source, data, seed)
     if not residual_blocks(model):
         raise CnnlabError(f"{name} has no residual blocks; analyse a ResNet (e.g. resnet20) or a run of one")
@@ -259,7 +269,7 @@ def analyze_paths(
 
 
 def plot_paths(r: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lesion = "lesion" in r
     fig, axes = plt.subplots(
