@@ -300,11 +300,14 @@ def plot_paths(r: dict[str, Any]) -> Any:
         f"(mean {gr['gradient_mean_length']:.1f}, paths' mean {gr['path_mean_length']:g})",
         fontsize=9,
     )
-    if not lesion:
-        return fig
+    if lesion:
+        _plot_lesion(axes[2], axes[3], r)
+    return fig
 
+
+def _plot_lesion(ax: Any, bx: Any, r: dict[str, Any]) -> None:
+    """The lesion study's two panels: one block deleted (``ax``), k random blocks deleted (``bx``)."""
     les = r["lesion"]
-    ax = axes[2]
     x = range(len(les["single"]))
     colors = ["tab:orange" if s["downsampling"] else "tab:blue" for s in les["single"]]
     ax.bar(x, [s["test_acc"] for s in les["single"]], color=colors, alpha=0.8, label="ResNet, block deleted")
@@ -326,19 +329,17 @@ def plot_paths(r: dict[str, Any]) -> Any:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax.set_title("lesion study: delete one block (the shortcut stays)", fontsize=10)
 
-    ax = axes[3]
     ks = [row["k"] for row in les["random"]]
-    ax.errorbar(
+    bx.errorbar(
         [0, *ks],
         [les["baseline"], *(row["mean"] for row in les["random"])],
         yerr=[0, *(row["std"] for row in les["random"])],
         fmt="o-",
         capsize=3,
     )
-    ax.axhline(r["chance"], color="gray", linestyle=":", linewidth=1)
-    ax.set_ylim(0, 1)
-    ax.set_xticks([0, *ks])
-    ax.set_xlabel("blocks deleted at random, k")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"deleting k random blocks ({les['samples']} draws each, mean and std)", fontsize=10)
-    return fig
+    bx.axhline(r["chance"], color="gray", linestyle=":", linewidth=1)
+    bx.set_ylim(0, 1)
+    bx.set_xticks([0, *ks])
+    bx.set_xlabel("blocks deleted at random, k")
+    bx.set_ylabel("test accuracy")
+    bx.set_title(f"deleting k random blocks ({les['samples']} draws each, mean and std)", fontsize=10)

@@ -12,6 +12,9 @@ tracking: the result keeps the receptive field of the feature map it came from (
 over the whole map, adds nothing: the convention of the papers), and the model's receptive field is
 the one its output carries, i.e. that of the last spatial feature map before global pooling or the
 classifier. Deformable convs are counted at their nominal (zero-offset) sampling grid.
+
+``analyze_rf`` puts both together for one model, with the VGG comparison of three 3x3 convs against
+one 7x7, and writes rf.json and rf.png.
 """
 
 from __future__ import annotations
