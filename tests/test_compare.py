@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from cnnlab.analysis.compare import compare
+from cnnlab.analysis.compare import SPEED_BATCH_SIZE, compare
 from cnnlab.analysis.summary import summarize
+from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import num_params
 
@@ -48,6 +49,16 @@ def test_compare_trained_under_one_budget(tiny_digits, tmp_path):
         result = json.loads((tmp_path / "runs" / row["model"] / "result.json").read_text())
         assert row["test_acc"] == result["test_acc"] > 0.1  # better than chance on 10 digits
         assert row["params"] == result["params"]
+
+
+def test_compare_trains_with_the_batch_size_asked_for(tiny_digits, tmp_path, capsys):
+    """`--batch-size` is the training batch (it once set only the timing batch: training used 128)."""
+    args = ["compare", "linear", "--train", "--data", str(tiny_digits), "--epochs", "1", "--batch-size", "30"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    config = json.loads((tmp_path / "runs" / "linear" / "config.json").read_text())
+    assert config["train"]["batch_size"] == 30
+    assert r["batch_size"] == SPEED_BATCH_SIZE  # the speed column keeps its own, fixed batch
 
 
 def test_compare_from_the_command_line(cli, tmp_path):

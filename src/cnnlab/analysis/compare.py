@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +17,76 @@ from torch import nn
 
 from ..errors import CnnlabError
 from ..fuse import fuse_for_inference
+from ..plots import pyplot
 from ..runtime import channels_last_default
-from .analyze import _use_agg, write_outputs
+from .output import write_outputs
 from .summary import summarize
+
+# The batch the speed column is timed with, whatever batch the models train with: a fixed batch keeps
+# the column comparable from one comparison to the next (bench's default, for the same reason).
+SPEED_BATCH_SIZE = 16
 
 
 @torch.no_grad()
 def inference_speed(
-    model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 16, min_seconds: float = 1.0
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    batch_size: int = SPEED_BATCH_SIZE,
+    min_seconds: float = 1.0,
 ) -> float:
     """Images per second of the model as ``cnnlab eval`` runs it (fp32, BatchNorm folded, this
     machine's layout), on synthetic inputs: one warm-up batch, then the median of timed batches (at
     least 3, or ``min_seconds`` worth)."""
-    model = fuse_for_inference(model, channels_last=channels_last_default(torch.device("cpu")))
+    from ..bench import time_steps
+
+    cpu = torch.device("cpu")
+    model = fuse_for_inference(model, channels_last=channels_last_default(cpu))
     x = torch.randn(batch_size, *input_size)
-    model(x)
-    times: list[float] = []
-    while len(times) < 3 or sum(times) < min_seconds:
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
+    times = time_steps(lambda: model(x), cpu, steps=3, warmup=1, min_seconds=min_seconds)
     return batch_size / statistics.median(times)
+
+
+def _input_and_classes(
+    models: list[str],
+    input_size: tuple[int, int, int] | None,
+    num_classes: int,
+    train: bool,
+    data: str,
+    image_size: int | None,
+    data_root: str | None,
+) -> tuple[tuple[int, int, int], int]:
+    """Trained, the data's input and classes; untrained, the given input or the one all models take."""
+    if train:
+        from ..data import load
+
+        ds = load(data, root=data_root, image_size=image_size)
+        own = (ds.in_chans, *ds.image_size)
+        if input_size is not None and tuple(input_size) != own:
+            raise CnnlabError(
+                f"with --train the input is the data's, {'x'.join(map(str, own))}; "
+                "resize it with --image-size instead of --input"
+            )
+        return own, ds.num_classes  # type: ignore[return-value]
+    if input_size is None:
+        defaults = {name: summarize(name)["input"] for name in models}
+        if len({tuple(v) for v in defaults.values()}) > 1:
+            listed = ", ".join(f"{n} {'x'.join(map(str, v))}" for n, v in defaults.items())
+            raise CnnlabError(f"the models take different inputs ({listed}): choose one with --input")
+        input_size = tuple(next(iter(defaults.values())))  # type: ignore[assignment]
+    return input_size, num_classes  # type: ignore[return-value]
+
+
+def _train_row(name: str, run_dir: Path, live: bool | None, quiet: bool, **config: Any) -> dict[str, Any]:
+    """Train ``name`` into ``run_dir`` with the TrainConfig fields ``config``; its columns of the table."""
+    from ..train import TrainConfig, fit
+
+    result = fit(TrainConfig(model=name, out=str(run_dir), **config), live=live, quiet=quiet)
+    return {
+        "test_acc": result["test_acc"],
+        "train_time_s": result["train_time_s"],
+        "train_images_per_s": result["images_per_s"],
+        "run_dir": str(run_dir),
+    }
 
 
 def compare(
@@ -51,35 +99,22 @@ def compare(
     image_size: int | None = None,
     num_classes: int = 1000,
     seed: int = 0,
-    batch_size: int = 16,
     live: bool | None = None,
     quiet: bool = False,
+    speed_batch_size: int = SPEED_BATCH_SIZE,
     **train_options: Any,
 ) -> dict[str, Any]:
     """One row per model; with ``train`` each is trained on ``data`` for ``epochs`` (into
-    ``out_dir/runs/<model>``) and the costs are those of the data's input size and classes."""
+    ``out_dir/runs/<model>``) and the costs are those of the data's input size and classes.
+    ``train_options`` are further TrainConfig fields (batch_size, lr, data_root, ...); the speed column
+    is timed with batches of ``speed_batch_size``, which the result reports as ``batch_size``."""
     from ..models import create_model
 
-    _use_agg()
     if len(set(models)) != len(models) or not models:
         raise CnnlabError(f"compare takes one or more distinct models, got {' '.join(models)}")
-    if train:
-        from ..data import load
-
-        ds = load(data, root=train_options.get("data_root"), image_size=image_size)
-        given = input_size
-        input_size, num_classes = (ds.in_chans, *ds.image_size), ds.num_classes
-        if given is not None and tuple(given) != input_size:
-            raise CnnlabError(
-                f"with --train the input is the data's, {'x'.join(map(str, input_size))}; "
-                "resize it with --image-size instead of --input"
-            )
-    elif input_size is None:
-        defaults = {name: summarize(name)["input"] for name in models}
-        if len({tuple(v) for v in defaults.values()}) > 1:
-            listed = ", ".join(f"{n} {'x'.join(map(str, v))}" for n, v in defaults.items())
-            raise CnnlabError(f"the models take different inputs ({listed}): choose one with --input")
-        input_size = tuple(next(iter(defaults.values())))  # type: ignore[assignment]
+    input_size, num_classes = _input_and_classes(
+        models, input_size, num_classes, train, data, image_size, train_options.get("data_root")
+    )
     rows = []
     for name in models:
         s = summarize(name, input_size, num_classes=num_classes)  # checks the name and the input size
@@ -90,29 +125,20 @@ def compare(
             "params": s["params"],
             "macs": s["macs"],
             "receptive_field": s["receptive_field"],
-            "images_per_s": round(inference_speed(model, input_size, batch_size), 1),
+            "images_per_s": round(inference_speed(model, input_size, speed_batch_size), 1),
         }
         del model
         if train:
-            from ..train import TrainConfig, fit
-
             run_dir = Path(out_dir) / "runs" / name
-            config = TrainConfig(
-                model=name, data=data, epochs=epochs, seed=seed, out=str(run_dir), image_size=image_size,
+            row.update(_train_row(
+                name, run_dir, live, quiet, data=data, epochs=epochs, seed=seed, image_size=image_size,
                 **train_options,
-            )  # fmt: skip
-            result = fit(config, live=live, quiet=quiet)
-            row.update(
-                test_acc=result["test_acc"],
-                train_time_s=result["train_time_s"],
-                train_images_per_s=result["images_per_s"],
-                run_dir=str(run_dir),
-            )
+            ))  # fmt: skip
         rows.append(row)
     result = {
         "input": list(input_size),
         "num_classes": num_classes,
-        "batch_size": batch_size,
+        "batch_size": speed_batch_size,
         "threads": torch.get_num_threads(),
         "trained": train,
         "models": rows,
@@ -124,7 +150,7 @@ def compare(
 
 
 def plot_compare(r: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     rows = r["models"]

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..errors import CnnlabError
 from ..models import list_models
+from ..plots import pyplot
 from ..rundir import read_metrics
-from .analyze import _use_agg, write_outputs
+from .output import write_outputs
 
 DEFAULT_DEPTHS = (20, 56)
 DEFAULT_EPOCHS = 10  # about 7 minutes for depths 20 and 56 on mnist5k on 2 cores
@@ -53,7 +54,6 @@ def degradation(
     ``train_options`` are further TrainConfig fields (batch_size, lr, precision, ...)."""
     from ..train import TrainConfig, fit
 
-    _use_agg()
     depths = list(depths)
     twins = twin_names(depths)
     out = Path(out_dir)
@@ -106,7 +106,7 @@ def verdict(runs: dict[str, dict[str, Any]], twins: list[tuple[int, str, str]]) 
 
 
 def plot_degradation(r: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained", sharey=True)
     runs = r["runs"]

@@ -10,6 +10,7 @@ the paper's 5x5 instead. MACs are the conv MACs (``costs.count_macs``); paramete
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -17,7 +18,9 @@ from torch import nn
 
 from ..models import create_model
 from ..models.googlenet import INCEPTION_TABLE, Inception, conv_bn
+from ..plots import pyplot
 from .costs import count_macs
+from .output import DEFAULT_OUT, write_outputs
 
 FIVE_KERNEL_AS_BUILT = 3  # torchvision's "5x5" branch is a 3x3 conv
 
@@ -105,7 +108,7 @@ def inception_costs(image_size: int = 224, five_kernel: int = FIVE_KERNEL_AS_BUI
 
 def plot_inception(result: dict[str, Any]) -> Any:
     """Grouped bars of MACs per module, with and without the reductions."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["modules"]
     xs = range(len(rows))
@@ -129,3 +132,13 @@ def plot_inception(result: dict[str, Any]) -> Any:
     )
     ax.legend()
     return fig
+
+
+def analyze_inception(
+    out_dir: str | os.PathLike[str] = DEFAULT_OUT, image_size: int = 224, five_kernel: int = 3
+) -> dict[str, Any]:
+    """GoogLeNet's Inception modules with and without their 1x1 reductions; the "5x5" branch counted
+    with ``five_kernel`` (3 as built, 5 as in the paper). Writes inception.json and inception.png."""
+    result = inception_costs(image_size, five_kernel)
+    result["files"] = write_outputs(out_dir, "inception", result, plot_inception(result))
+    return result

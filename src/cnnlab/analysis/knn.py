@@ -16,7 +16,8 @@ from .. import data as datasets
 from ..data.augment import Normalize
 from ..data.base import stratified_split
 from ..models import create_model
-from .analyze import DEFAULT_OUT, write_outputs
+from ..plots import pyplot
+from .output import DEFAULT_OUT, write_outputs
 
 KS = (1, 3, 5, 7, 9, 15, 25)
 METRICS = ("l2", "cosine")
@@ -76,10 +77,7 @@ def knn_study(
 
 
 def plot_knn(result: dict[str, Any]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for metric, acc in result["accuracy"].items():

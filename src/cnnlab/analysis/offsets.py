@@ -29,7 +29,8 @@ from torch import nn
 
 from ..errors import CnnlabError
 from ..layers import DeformConv2d
-from .analyze import DEFAULT_OUT, _use_agg, write_outputs
+from ..plots import pyplot
+from .output import DEFAULT_OUT, write_outputs
 from .rf import RF, ReceptiveFieldMode
 
 
@@ -279,7 +280,7 @@ COLOURS = ("#ff453a", "#40c8ff", "#ffd60a", "#ff6bd6", "#ff9f0a", "#bf5af2")
 def plot_offsets(result: dict[str, Any], image: torch.Tensor) -> Any:
     """One column per point: the learned sampling points over the image (top) and the regular grid the
     same unit reads with zero offsets (bottom), every panel on the same scale."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     points = result["points"]
@@ -343,7 +344,6 @@ def analyze_offsets(
 ) -> dict[str, Any]:
     """Write offsets.json and offsets.png for a trained deformable model's run and one image file;
     ``points`` are (y, x) units of the top deformable layer's output map."""
-    _use_agg()
     from ..predict import load_image
     from ..rundir import load_run, read_config
 

@@ -23,6 +23,7 @@ forward pass can serve every sampled path.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -38,8 +39,9 @@ from torch import nn
 from ..data.augment import Normalize
 from ..errors import CnnlabError
 from ..evaluate import evaluate
-from ..models.resnet import ResidualBlock
-from .analyze import DEFAULT_OUT, _use_agg, write_outputs
+from ..models.resnet import ResidualBlock, ZeroPadShortcut
+from ..plots import pyplot
+from .output import DEFAULT_OUT, write_outputs
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
@@ -51,11 +53,20 @@ def path_length_distribution(n: int) -> list[float]:
     return [math.comb(n, k) / 2**n for k in range(n + 1)]
 
 
+def shortcut_only(block: ResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block`` with its residual branch deleted, as in Veit et al.'s lesion study: the shortcut
+    alone. A plain block that changes the shape subsamples and zero-pads (option A) instead."""
+    if block.downsample is None and (block.stride != 1 or x.shape[1] != block.out_ch):
+        x = ZeroPadShortcut(block.stride, block.out_ch - x.shape[1])(x)
+    return block.relu(block.identity(x))
+
+
 @contextmanager
 def lesioned(blocks: list[ResidualBlock]) -> Iterator[None]:
     """Within the context, each of ``blocks`` computes its shortcut alone (its residual branch deleted)."""
     for block in blocks:
-        block.forward = block.skip  # type: ignore[method-assign]
+        # An instance attribute shadows the class's forward, so that the branch does not even run.
+        block.forward = functools.partial(shortcut_only, block)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -220,7 +231,6 @@ def analyze_paths(
 ) -> dict[str, Any]:
     """The unraveled view, the gradient per path length and, for a run directory, the lesion study
     (with ``plain``, a run of the plain twin, for contrast)."""
-    _use_agg()
     model, ds, normalize, name, trained = _dataset_and_model(source, data, seed)
     if not residual_blocks(model):
         raise CnnlabError(f"{name} has no residual blocks; analyse a ResNet (e.g. resnet20) or a run of one")
@@ -259,7 +269,7 @@ def analyze_paths(
 
 
 def plot_paths(r: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lesion = "lesion" in r
     fig, axes = plt.subplots(
@@ -290,11 +300,14 @@ def plot_paths(r: dict[str, Any]) -> Any:
         f"(mean {gr['gradient_mean_length']:.1f}, paths' mean {gr['path_mean_length']:g})",
         fontsize=9,
     )
-    if not lesion:
-        return fig
+    if lesion:
+        _plot_lesion(axes[2], axes[3], r)
+    return fig
 
+
+def _plot_lesion(ax: Any, bx: Any, r: dict[str, Any]) -> None:
+    """The lesion study's two panels: one block deleted (``ax``), k random blocks deleted (``bx``)."""
     les = r["lesion"]
-    ax = axes[2]
     x = range(len(les["single"]))
     colors = ["tab:orange" if s["downsampling"] else "tab:blue" for s in les["single"]]
     ax.bar(x, [s["test_acc"] for s in les["single"]], color=colors, alpha=0.8, label="ResNet, block deleted")
@@ -316,19 +329,17 @@ def plot_paths(r: dict[str, Any]) -> Any:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax.set_title("lesion study: delete one block (the shortcut stays)", fontsize=10)
 
-    ax = axes[3]
     ks = [row["k"] for row in les["random"]]
-    ax.errorbar(
+    bx.errorbar(
         [0, *ks],
         [les["baseline"], *(row["mean"] for row in les["random"])],
         yerr=[0, *(row["std"] for row in les["random"])],
         fmt="o-",
         capsize=3,
     )
-    ax.axhline(r["chance"], color="gray", linestyle=":", linewidth=1)
-    ax.set_ylim(0, 1)
-    ax.set_xticks([0, *ks])
-    ax.set_xlabel("blocks deleted at random, k")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"deleting k random blocks ({les['samples']} draws each, mean and std)", fontsize=10)
-    return fig
+    bx.axhline(r["chance"], color="gray", linestyle=":", linewidth=1)
+    bx.set_ylim(0, 1)
+    bx.set_xticks([0, *ks])
+    bx.set_xlabel("blocks deleted at random, k")
+    bx.set_ylabel("test accuracy")
+    bx.set_title(f"deleting k random blocks ({les['samples']} draws each, mean and std)", fontsize=10)

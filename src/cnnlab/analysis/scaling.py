@@ -9,14 +9,18 @@ the multipliers (and the channels, and the layers per stage), so their growth di
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from ..errors import CnnlabError
 from ..models import create_model
 from ..models.efficientnet import compound_scaling
+from ..plots import pyplot
 from .costs import count_macs
+from .output import DEFAULT_OUT, write_outputs
 
 
 def scaling_table(phis: Iterable[int] = range(8)) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def scaling_table(phis: Iterable[int] = range(8)) -> dict[str, Any]:
 
 def plot_scaling(result: dict[str, Any]) -> Any:
     """MACs of B0-B7 against phi (log scale) with B0 x 2^phi and B0 x (alpha beta^2 gamma^2)^phi."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     phis = [r["phi"] for r in rows]
@@ -86,3 +90,13 @@ def plot_scaling(result: dict[str, Any]) -> Any:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return fig
+
+
+def analyze_scaling(out_dir: str | os.PathLike[str] = DEFAULT_OUT, max_phi: int = 7) -> dict[str, Any]:
+    """EfficientNet's compound scaling for phi = 0..max_phi against the released variants; writes
+    scaling.json and scaling.png."""
+    if not 0 <= max_phi <= 7:
+        raise CnnlabError(f"--max-phi must be 0..7 (B0-B7), got {max_phi}")
+    result = scaling_table(range(max_phi + 1))
+    result["files"] = write_outputs(out_dir, "scaling", result, plot_scaling(result))
+    return result

@@ -14,9 +14,10 @@ import torch
 from ..data.augment import Normalize, batches
 from ..errors import CnnlabError
 from ..layers import SEBlock
+from ..plots import pyplot
 from ..predict import run_dataset
 from ..rundir import load_run, read_config
-from .analyze import DEFAULT_OUT, write_outputs
+from .output import DEFAULT_OUT, write_outputs
 
 
 @torch.no_grad()
@@ -61,10 +62,7 @@ def se_study(run_dir: str | os.PathLike[str], max_images: int = 1000) -> dict[st
 
 
 def plot_se(result: dict[str, Any]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     # The last block of each stage, as the paper's figure picks a few blocks from shallow to deep.
     stages: dict[str, dict[str, Any]] = {}

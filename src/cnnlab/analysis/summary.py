@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import CnnlabError, InputSizeError
 from ..models import create_model
+from ..text import first_line
 from .costs import model_costs
 
 
@@ -64,7 +65,7 @@ def summarize(
             output = model.eval()(torch.empty(1, *input_size, device="meta"))
     except RuntimeError as e:
         raise InputSizeError(
-            f"{name} cannot take {'x'.join(map(str, input_size))} inputs: {str(e).splitlines()[0]}"
+            f"{name} cannot take {'x'.join(map(str, input_size))} inputs: {first_line(e)}"
         ) from None
     finally:
         for h in hooks:

@@ -11,9 +11,10 @@ import torch
 
 from ..data.augment import Normalize
 from ..errors import CnnlabError
+from ..plots import pyplot
 from ..predict import run_dataset
 from ..rundir import load_run, read_config
-from .analyze import DEFAULT_OUT, write_outputs
+from .output import DEFAULT_OUT, write_outputs
 
 
 def correlation_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -57,10 +58,7 @@ def template_study(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], tor
 
 
 def plot_templates(result: dict[str, Any], templates: torch.Tensor, means: torch.Tensor) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = len(templates)
     fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.2), squeeze=False, constrained_layout=True)

@@ -3,18 +3,61 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
-from .common import Parser, _print_files, _si, _wide_console, print_json
+from ..analysis.output import DEFAULT_OUT
+from ..text import si
+from .common import JSON, SEED, Parser, _print_files, _wide_console
 
 
-def cmd_analyze_rf(args: argparse.Namespace) -> None:
-    from ..analysis.analyze import analyze_rf
+def _analysis(
+    analyses: Any,
+    name: str,
+    run: Any,
+    show: Any,
+    help: str,
+    about: str = "",
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """A sub-command with what every analysis takes: --out, --json, and its handler and printer."""
+    a = analyses.add_parser(
+        name, parents=[JSON, *parents], help=help, description=f"{about}Writes {name}.json and {name}.png."
+    )
+    a.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"directory for the .json and .png (default ./{DEFAULT_OUT})"
+    )
+    a.set_defaults(func=run, show=show)
+    return a
+
+
+def _add_rf(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "rf",
+        run_rf,
+        show_rf,
+        "theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
+        "Receptive fields of a fresh registered model or of a run directory's trained model. ",
+    )
+    a.add_argument("model", help="a registered model or a run directory")
+    a.add_argument("--input", help="CxHxW (default: the model's usual input, or the run's)")
+    # Not the DATA parent: without a run, no --data means noise, and there is no --data-root.
+    a.add_argument(
+        "--data", help="images for the effective RF: a dataset name or path (default: noise; a run's data)"
+    )
+    a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
+    # Not the SEED parent: this --seed has a help of its own, which --help shows.
+    a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
+
+
+def run_rf(args: argparse.Namespace) -> dict[str, Any]:
+    from ..analysis.rf import analyze_rf
     from ..analysis.summary import parse_input
 
-    r = analyze_rf(
+    return analyze_rf(
         args.model,
         parse_input(args.input) if args.input else None,
         data=args.data,
@@ -22,9 +65,9 @@ def cmd_analyze_rf(args: argparse.Namespace) -> None:
         out_dir=args.out,
         seed=args.seed,
     )
-    if args.json:
-        print_json(r)
-        return
+
+
+def show_rf(r: dict[str, Any], args: argparse.Namespace) -> None:
     console = _wide_console()
     e = r["effective"]
     console.print(
@@ -46,13 +89,31 @@ def cmd_analyze_rf(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def cmd_analyze_inception(args: argparse.Namespace) -> None:
-    from ..analysis.analyze import analyze_inception
+def _add_inception(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "inception",
+        run_inception,
+        show_inception,
+        "MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
+    )
+    a.add_argument("--image-size", type=int, default=224, help="GoogLeNet's input side (default 224)")
+    a.add_argument(
+        "--five-kernel",
+        type=int,
+        choices=(3, 5),
+        default=3,
+        help='kernel of the "5x5" branch: 3 as torchvision and cnnlab build it (default), 5 as in the paper',
+    )
 
-    r = analyze_inception(out_dir=args.out, image_size=args.image_size, five_kernel=args.five_kernel)
-    if args.json:
-        print_json(r)
-        return
+
+def run_inception(args: argparse.Namespace) -> dict[str, Any]:
+    from ..analysis.inception import analyze_inception
+
+    return analyze_inception(out_dir=args.out, image_size=args.image_size, five_kernel=args.five_kernel)
+
+
+def show_inception(r: dict[str, Any], args: argparse.Namespace) -> None:
     k = r["five_kernel"]
     table = Table(
         title=f"GoogLeNet at {r['image_size']}x{r['image_size']}: Inception modules with and without "
@@ -64,8 +125,8 @@ def cmd_analyze_inception(args: argparse.Namespace) -> None:
         table.add_row(
             m["module"],
             "x".join(map(str, m["input"])),
-            _si(m["macs"]),
-            _si(m["macs_without"]),
+            si(m["macs"]),
+            si(m["macs_without"]),
             f"{m['macs_ratio']:.2f}",
             f"{m['params']:,}",
             f"{m['params_without']:,}",
@@ -74,20 +135,31 @@ def cmd_analyze_inception(args: argparse.Namespace) -> None:
     console = _wide_console()
     console.print(table)
     console.print(
-        f"all nine: {_si(r['macs'])} MACs with the reductions, {_si(r['macs_without'])} without "
+        f"all nine: {si(r['macs'])} MACs with the reductions, {si(r['macs_without'])} without "
         f"(x{r['macs_ratio']:.2f})",
         highlight=False,
     )
     _print_files(console, r)
 
 
-def cmd_analyze_scaling(args: argparse.Namespace) -> None:
-    from ..analysis.analyze import analyze_scaling
+def _add_scaling(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "scaling",
+        run_scaling,
+        show_scaling,
+        "EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
+    )
+    a.add_argument("--max-phi", type=int, default=7, help="the last phi (default 7: B0-B7)")
 
-    r = analyze_scaling(out_dir=args.out, max_phi=args.max_phi)
-    if args.json:
-        print_json(r)
-        return
+
+def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    from ..analysis.scaling import analyze_scaling
+
+    return analyze_scaling(out_dir=args.out, max_phi=args.max_phi)
+
+
+def show_scaling(r: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(
         title=f"EfficientNet compound scaling: alpha={r['alpha']:g} (depth), beta={r['beta']:g} (width), "
         f"gamma={r['gamma']:g} (resolution)"
@@ -114,7 +186,7 @@ def cmd_analyze_scaling(args: argparse.Namespace) -> None:
             f"{row['released_depth']:g}/{row['released_width']:g}/{row['released_resolution']}",
             str(row["blocks"]),
             f"{row['params']:,}",
-            _si(row["macs"]),
+            si(row["macs"]),
             f"{row['macs_vs_b0']:.2f}",
             f"{2 ** row['phi']}",
         )
@@ -123,13 +195,25 @@ def cmd_analyze_scaling(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def cmd_analyze_templates(args: argparse.Namespace) -> None:
+def _add_templates(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "templates",
+        run_templates,
+        show_templates,
+        "a trained linear classifier's class templates beside the class means",
+        "For a run of `--model linear`. ",
+    )
+    a.add_argument("run_dir")
+
+
+def run_templates(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.templates import analyze_templates
 
-    r = analyze_templates(args.run_dir, out_dir=args.out)
-    if args.json:
-        print_json(r)
-        return
+    return analyze_templates(args.run_dir, out_dir=args.out)
+
+
+def show_templates(r: dict[str, Any], args: argparse.Namespace) -> None:
     console = _wide_console()
     own = ", ".join(f"{c} {v:.2f}" for c, v in r["correlation_with_own_mean"].items())
     console.print(
@@ -142,13 +226,26 @@ def cmd_analyze_templates(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def cmd_analyze_knn(args: argparse.Namespace) -> None:
+def _add_knn(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "knn",
+        run_knn,
+        show_knn,
+        "k-NN accuracy against k, and query time against the stored set's size",
+    )
+    # Not the DATA parent: here --data has a default of its own.
+    a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
+    a.add_argument("--data-root")
+
+
+def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.knn import analyze_knn
 
-    r = analyze_knn(args.data, out_dir=args.out, data_root=args.data_root)
-    if args.json:
-        print_json(r)
-        return
+    return analyze_knn(args.data, out_dir=args.out, data_root=args.data_root)
+
+
+def show_knn(r: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(title=f"k-NN on {r['dataset']}: test accuracy against k")
     table.add_column("k", justify="right")
     for metric in r["accuracy"]:
@@ -167,13 +264,25 @@ def cmd_analyze_knn(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def cmd_analyze_se(args: argparse.Namespace) -> None:
+def _add_se(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "se",
+        run_se,
+        show_se,
+        "a trained SE model's excitations per block, channel and class",
+        "For a run of an se_* model. ",
+    )
+    a.add_argument("run_dir")
+
+
+def run_se(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.se import analyze_se
 
-    r = analyze_se(args.run_dir, out_dir=args.out)
-    if args.json:
-        print_json(r)
-        return
+    return analyze_se(args.run_dir, out_dir=args.out)
+
+
+def show_se(r: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(title=f"{r['model']} on {r['dataset']}: SE excitations over {r['images']} test images")
     for col in ("block", "channels", "mean gate", "std", "class spread"):
         table.add_column(col, justify="left" if col == "block" else "right")
@@ -199,13 +308,37 @@ def _point(text: str) -> tuple[int, int]:
     return y, x
 
 
-def cmd_analyze_offsets(args: argparse.Namespace) -> None:
+def _add_offsets(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "offsets",
+        run_offsets,
+        show_offsets,
+        "a trained deformable model's sampling points for chosen units, over an image (Dai et al. 2017)",
+        "For a run of a dcn_* model. ",
+    )
+    a.add_argument("run_dir")
+    a.add_argument("image", help="an image file; converted and resized to the run's input as for predict")
+    a.add_argument(
+        "--point",
+        type=_point,
+        action="append",
+        metavar="Y,X",
+        help="a unit of the top deformable layer's output map (repeatable; default: the strongest "
+        "activation, the centre and the weakest)",
+    )
+    a.add_argument(
+        "--layers", type=int, default=3, help="how many deformable layers, counted from the top (default 3)"
+    )
+
+
+def run_offsets(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.offsets import analyze_offsets
 
-    r = analyze_offsets(args.run_dir, args.image, out_dir=args.out, points=args.point, layers=args.layers)
-    if args.json:
-        print_json(r)
-        return
+    return analyze_offsets(args.run_dir, args.image, out_dir=args.out, points=args.point, layers=args.layers)
+
+
+def show_offsets(r: dict[str, Any], args: argparse.Namespace) -> None:
     names = [lay["name"] for lay in r["layers"]]
     console = _wide_console()
     console.print(
@@ -233,10 +366,34 @@ def cmd_analyze_offsets(args: argparse.Namespace) -> None:
     _print_files(console, r)
 
 
-def cmd_analyze_paths(args: argparse.Namespace) -> None:
+def _add_paths(analyses: Any) -> None:
+    a = _analysis(
+        analyses,
+        "paths",
+        run_paths,
+        show_paths,
+        "residual networks as ensembles of paths: path lengths, lesion study, gradient per path length",
+        "Veit et al. 2016. A run directory gets the lesion study; a registered model, fresh, only the "
+        "path lengths and gradients. ",
+        parents=(SEED,),
+    )
+    a.add_argument("model", help="a run directory of a ResNet, or a registered ResNet (fresh weights)")
+    a.add_argument(
+        "--plain", metavar="RUN_DIR", help="a run of the plain twin: delete its blocks for contrast"
+    )
+    # Not the DATA parent: a run uses its own data, and there is no --data-root.
+    a.add_argument("--data", help="images for a fresh model (default mnist5k); a run uses its own")
+    a.add_argument("--samples", type=int, default=5, help="sampled paths per length and batch (default 5)")
+    a.add_argument(
+        "--lesion-samples", type=int, default=10, help="random draws for each k blocks deleted (default 10)"
+    )
+    a.add_argument("--images", type=int, default=1000, help="test images for the lesion study (default 1000)")
+
+
+def run_paths(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.paths import analyze_paths
 
-    r = analyze_paths(
+    return analyze_paths(
         args.model,
         plain=args.plain,
         data=args.data,
@@ -246,9 +403,9 @@ def cmd_analyze_paths(args: argparse.Namespace) -> None:
         images=args.images,
         seed=args.seed,
     )
-    if args.json:
-        print_json(r)
-        return
+
+
+def show_paths(r: dict[str, Any], args: argparse.Namespace) -> None:
     console = _wide_console()
     g = r["gradient"]
     lo, hi = g["effective_lengths"]
@@ -289,117 +446,13 @@ def cmd_analyze_paths(args: argparse.Namespace) -> None:
 
 
 def add(sub: Any) -> None:
-    from ..analysis.analyze import DEFAULT_OUT
-
     p = sub.add_parser(
         "analyze",
         help="receptive fields, Inception, scaling, templates, k-NN, SE, paths, offsets: numbers and figures",
         description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
     )
     analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
-
-    def analysis(name: str, func: Any, help: str, about: str = "") -> argparse.ArgumentParser:
-        """A sub-command with what every analysis takes: --out, --json, and its handler."""
-        a = analyses.add_parser(name, help=help, description=f"{about}Writes {name}.json and {name}.png.")
-        a.add_argument(
-            "--out", default=DEFAULT_OUT, help=f"directory for the .json and .png (default ./{DEFAULT_OUT})"
-        )
-        a.add_argument("--json", action="store_true")
-        a.set_defaults(func=func)
-        return a
-
-    a = analysis(
-        "rf",
-        cmd_analyze_rf,
-        "theoretical receptive field per layer, effective receptive field heat map, VGG's 3x3 argument",
-        "Receptive fields of a fresh registered model or of a run directory's trained model. ",
-    )
-    a.add_argument("model", help="a registered model or a run directory")
-    a.add_argument("--input", help="CxHxW (default: the model's usual input, or the run's)")
-    a.add_argument(
-        "--data", help="images for the effective RF: a dataset name or path (default: noise; a run's data)"
-    )
-    a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
-    a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
-
-    a = analysis(
-        "inception",
-        cmd_analyze_inception,
-        "MACs and parameters of GoogLeNet's Inception modules with and without 1x1 reductions",
-    )
-    a.add_argument("--image-size", type=int, default=224, help="GoogLeNet's input side (default 224)")
-    a.add_argument(
-        "--five-kernel",
-        type=int,
-        choices=(3, 5),
-        default=3,
-        help='kernel of the "5x5" branch: 3 as torchvision and cnnlab build it (default), 5 as in the paper',
-    )
-
-    a = analysis(
-        "scaling",
-        cmd_analyze_scaling,
-        "EfficientNet's compound scaling for phi = 0..7 against the released B0-B7",
-    )
-    a.add_argument("--max-phi", type=int, default=7, help="the last phi (default 7: B0-B7)")
-
-    a = analysis(
-        "templates",
-        cmd_analyze_templates,
-        "a trained linear classifier's class templates beside the class means",
-        "For a run of `--model linear`. ",
-    )
-    a.add_argument("run_dir")
-
-    a = analysis(
-        "knn", cmd_analyze_knn, "k-NN accuracy against k, and query time against the stored set's size"
-    )
-    a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
-    a.add_argument("--data-root")
-
-    a = analysis(
-        "se",
-        cmd_analyze_se,
-        "a trained SE model's excitations per block, channel and class",
-        "For a run of an se_* model. ",
-    )
-    a.add_argument("run_dir")
-
-    a = analysis(
-        "paths",
-        cmd_analyze_paths,
-        "residual networks as ensembles of paths: path lengths, lesion study, gradient per path length",
-        "Veit et al. 2016. A run directory gets the lesion study; a registered model, fresh, only the "
-        "path lengths and gradients. ",
-    )
-    a.add_argument("model", help="a run directory of a ResNet, or a registered ResNet (fresh weights)")
-    a.add_argument(
-        "--plain", metavar="RUN_DIR", help="a run of the plain twin: delete its blocks for contrast"
-    )
-    a.add_argument("--data", help="images for a fresh model (default mnist5k); a run uses its own")
-    a.add_argument("--samples", type=int, default=5, help="sampled paths per length and batch (default 5)")
-    a.add_argument(
-        "--lesion-samples", type=int, default=10, help="random draws for each k blocks deleted (default 10)"
-    )
-    a.add_argument("--images", type=int, default=1000, help="test images for the lesion study (default 1000)")
-    a.add_argument("--seed", type=int, default=0)
-
-    a = analysis(
-        "offsets",
-        cmd_analyze_offsets,
-        "a trained deformable model's sampling points for chosen units, over an image (Dai et al. 2017)",
-        "For a run of a dcn_* model. ",
-    )
-    a.add_argument("run_dir")
-    a.add_argument("image", help="an image file; converted and resized to the run's input as for predict")
-    a.add_argument(
-        "--point",
-        type=_point,
-        action="append",
-        metavar="Y,X",
-        help="a unit of the top deformable layer's output map (repeatable; default: the strongest "
-        "activation, the centre and the weakest)",
-    )
-    a.add_argument(
-        "--layers", type=int, default=3, help="how many deformable layers, counted from the top (default 3)"
-    )
+    for add_analysis in (
+        _add_rf, _add_inception, _add_scaling, _add_templates, _add_knn, _add_se, _add_paths, _add_offsets
+    ):  # fmt: skip
+        add_analysis(analyses)

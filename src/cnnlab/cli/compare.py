@@ -7,15 +7,16 @@ from typing import Any
 
 from rich.table import Table
 
-from .common import _print_files, _si, _wide_console, print_json
+from ..text import si
+from .common import JSON, SEED, _print_files, _wide_console
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.compare import compare
     from ..analysis.summary import parse_input
 
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "data_root") if getattr(args, k) is not None}
-    r = compare(
+    return compare(
         args.models,
         parse_input(args.input) if args.input else None,
         train=args.train,
@@ -29,9 +30,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
         quiet=args.json,
         **options,
     )
-    if args.json:
-        print_json(r)
-        return
+
+
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     size = "x".join(map(str, r["input"]))
     title = f"{len(r['models'])} models at {size}, {r['num_classes']} classes; inference speed: fp32, "
     title += f"batch {r['batch_size']}, {r['threads']} threads"
@@ -48,7 +49,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         cells = [
             row["model"],
             f"{row['params']:,}",
-            _si(row["macs"]),
+            si(row["macs"]),
             str(row["receptive_field"]),
             f"{row['images_per_s']:,.0f}",
         ]
@@ -64,8 +65,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def add(sub: Any) -> None:
+    from ..analysis.compare import SPEED_BATCH_SIZE
+
     p = sub.add_parser(
         "compare",
+        parents=[JSON, SEED],
         help="parameters, MACs, receptive field and measured images/s of several models (and accuracy)",
         description="A table and a chart (compare.json, compare.png): MACs against parameters, or with "
         "--train, accuracy against MACs after the same training budget, bubble area proportional to "
@@ -80,14 +84,17 @@ def add(sub: Any) -> None:
         help="classes of the head (default 1000; with --train, the data's)",
     )
     p.add_argument("--train", action="store_true", help="train each model on --data for --epochs")
+    # Not the DATA parent: here --data is the training data, with a default of its own.
     p.add_argument("--data", default="mnist5k", help="with --train: a dataset name or path (default mnist5k)")
     p.add_argument("--data-root")
     p.add_argument("--image-size", type=int, help="with --train: resize the images to this side")
     p.add_argument("--epochs", type=int, default=5, help="with --train: epochs per model (default 5)")
-    p.add_argument("--batch-size", type=int, help="with --train: the training batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"with --train: the training batch (images/s are timed with batches of {SPEED_BATCH_SIZE})",
+    )
     p.add_argument("--lr", type=float, help="with --train: peak learning rate")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="compare", help="output directory (default ./compare)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=run, show=show)

@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from ..errors import CnnlabError
-from .common import Parser, _print_files, _wide_console, print_json
+from .common import JSON, SEED, Parser, _print_files, _wide_console
 
 
 def parse_depths(text: str) -> list[int]:
@@ -18,11 +18,11 @@ def parse_depths(text: str) -> list[int]:
         raise CnnlabError(f"--depths takes comma-separated depths, e.g. 20,56; got {text!r}") from None
 
 
-def cmd_experiment_degradation(args: argparse.Namespace) -> None:
+def run_degradation(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.degradation import degradation
 
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "precision") if getattr(args, k) is not None}
-    r = degradation(
+    return degradation(
         data=args.data,
         depths=parse_depths(args.depths),
         epochs=args.epochs,
@@ -33,9 +33,9 @@ def cmd_experiment_degradation(args: argparse.Namespace) -> None:
         quiet=args.json,
         **options,
     )
-    if args.json:
-        print_json(r)
-        return
+
+
+def show_degradation(r: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(title=f"the degradation problem on {r['data']}: {r['epochs']} epochs, seed {r['seed']}")
     for col in ("model", "depth", "params", "final train error", "final test error", "train time"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -74,11 +74,13 @@ def add(sub: Any) -> None:
 
     a = experiments.add_parser(
         "degradation",
+        parents=[JSON, SEED],
         help="plain and residual twins of two depths: does the deeper plain net train worse?",
         description="Trains plainD and resnetD for each depth D on the same data, seed and budget, and "
         "plots training and test error per epoch (He et al. 2016, Fig. 6). Writes degradation.json "
         "and degradation.png, and each run into OUT/runs/MODEL.",
     )
+    # Not the DATA parent: here --data has a default of its own.
     a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
     a.add_argument("--data-root")
     a.add_argument(
@@ -92,8 +94,6 @@ def add(sub: Any) -> None:
     a.add_argument("--batch-size", type=int)
     a.add_argument("--lr", type=float)
     a.add_argument("--precision", choices=PRECISIONS)
-    a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="degradation", help="output directory (default ./degradation)")
     a.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_experiment_degradation)
+    a.set_defaults(func=run_degradation, show=show_degradation)

@@ -103,13 +103,6 @@ class ResidualBlock(nn.Module):
             out = out + self.identity(x)
         return self.relu(out)
 
-    def skip(self, x: torch.Tensor) -> torch.Tensor:
-        """The block with its residual branch deleted, as in Veit et al.'s lesion study: the shortcut
-        alone. A plain block that changes the shape subsamples and zero-pads (option A) instead."""
-        if self.downsample is None and (self.stride != 1 or x.shape[1] != self.out_ch):
-            x = ZeroPadShortcut(self.stride, self.out_ch - x.shape[1])(x)
-        return self.relu(self.identity(x))
-
 
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs, each followed by BN."""
