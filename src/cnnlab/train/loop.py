@@ -25,7 +25,7 @@ from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import classification_loss
-from ..models import create_model
+from ..models import check_input_size, create_model
 from ..runconfig import DataInfo, RunConfig
 from ..runtime import autocast, channels_last_default, precision_name, resolve_device, resolve_precision
 from . import finetune
@@ -91,12 +91,13 @@ def default_run_dir(model: str, data: str) -> Path:
 def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], device: torch.device) -> None:
     """Fail early, in one line, when the images cannot go through the model."""
     c, h, w = input_size
-    min_size = getattr(model, "min_input_size", 1)
-    if min(h, w) < min_size:
-        raise InputSizeError(
-            f"{name} needs inputs of at least {min_size}x{min_size} pixels, the data has {h}x{w}; "
-            f"choose a model for small images (e.g. resnet20) or resize the images (--image-size)"
-        )
+    check_input_size(
+        model,
+        name,
+        input_size,
+        got="the data has",
+        hint="choose a model for small images (e.g. resnet20) or resize the images (--image-size)",
+    )
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(2, c, h, w, device=device))
