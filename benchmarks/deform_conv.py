@@ -8,9 +8,9 @@ forward+backward (input, weights and offsets all needing gradients, the output's
 - module: ``DeformConv2d`` (its offset conv included: what a user pays) against ``nn.Conv2d``;
 - op: ``deform_conv2d`` with given offsets against ``F.conv2d``.
 
-With ``--baseline FILE`` (another version of ``cnnlab/layers.py``, e.g. ``git show
-HEAD:src/cnnlab/layers.py > /tmp/old_layers.py``) that version's module and op are timed too, in
-the same rounds, so a change can be judged on a busy machine.
+With ``--baseline FILE`` (another version of ``cnnlab/layers/deform_conv.py``, e.g. ``git show
+HEAD:src/cnnlab/layers/deform_conv.py > /tmp/old_deform_conv.py``) that version's module and op are
+timed too, in the same rounds, so a change can be judged on a busy machine.
 
 The alternatives are timed interleaved, step by step, in the same process on one thread
 (``torch.set_num_threads(1)``), and the median of each is reported, so the ratios stay fair on a busy
@@ -47,7 +47,8 @@ SHAPES = {
 
 
 def load_layers(path: str):
-    """A ``layers.py`` loaded as a stand-alone module (it imports only torch)."""
+    """A ``deform_conv.py`` (or an older ``layers.py``) loaded as a stand-alone module: it imports
+    only torch."""
     spec = importlib.util.spec_from_file_location("baseline_layers", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--baseline", help="another layers.py to time alongside")
+    parser.add_argument("--baseline", help="another deform_conv.py to time alongside")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     baseline = load_layers(args.baseline) if args.baseline else None

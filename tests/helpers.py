@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from cnnlab import rundir
+from cnnlab import create_model, rundir
 from cnnlab.runconfig import DataInfo, RunConfig
 
 
@@ -35,3 +36,14 @@ def save_run(
     rundir.write_config(out, RunConfig(name, len(classes), c, data, model_kwargs=model_kwargs))
     rundir.save_weights(model, out / rundir.WEIGHTS)
     return out
+
+
+def meta_model(name: str, **kwargs: Any) -> nn.Module:
+    """A registered model built on the meta device: shapes and counts only, built in no time."""
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest absolute difference, relative to the largest magnitude of ``expected``."""
+    return ((got - expected).abs().max() / expected.abs().max()).item()

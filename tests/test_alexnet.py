@@ -116,6 +116,7 @@ def test_paper_towers_do_not_talk_in_conv2():
         model = cnnlab.create_model("alexnet_paper")
     conv2 = [m for m in model.features if isinstance(m, nn.Conv2d)][1].to_empty(device="cpu")
     nn.init.normal_(conv2.weight)
+    nn.init.zeros_(conv2.bias)  # to_empty leaves it uninitialized: a NaN there fails torch.equal
     x = torch.randn(1, 96, 13, 13)
     changed = x.clone()
     changed[:, :48] += 1.0  # the first GPU's maps only

@@ -14,6 +14,7 @@ import numpy
 import pytest
 import torch
 from filled import filled_input, filled_state
+from helpers import relative_difference
 from safetensors.torch import save_file
 
 from cnnlab import create_model, imagenet, load_run
@@ -215,10 +216,6 @@ SOURCE = {"tv": "torchvision", "timm": "timm"}
 def read_fixture(name: str) -> dict:
     with gzip.open(reference_fixtures.fixture_path(name), "rt", encoding="utf-8") as f:
         return json.load(f)
-
-
-def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.mark.parametrize("name", reference_fixtures.COVERAGE)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import meta_model
 from torch import nn
 
 from cnnlab import create_model
@@ -13,12 +14,6 @@ from cnnlab.analysis.rf import effective_receptive_field, layer_receptive_fields
 from cnnlab.analysis.scaling import scaling_table
 from cnnlab.analysis.summary import summarize
 from cnnlab.cli import main
-
-
-def meta(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kwargs)
-
 
 # --- MACs ---------------------------------------------------------------------------------------
 
@@ -39,11 +34,11 @@ def test_macs_of_one_conv_and_one_linear_follow_the_formulas():
     [("resnet18", 224, 1_814_073_344), ("resnet50", 224, 4_089_184_256), ("googlenet", 224, 1_498_376_192)],
 )
 def test_model_macs_equal_torchvisions(name, size, macs):
-    assert count_macs(meta(name), (3, size, size)) == macs
+    assert count_macs(meta_model(name), (3, size, size)) == macs
 
 
 def test_per_layer_macs_add_up_to_the_total():
-    costs = model_costs(meta("resnet18"), (3, 224, 224))
+    costs = model_costs(meta_model("resnet18"), (3, 224, 224))
     assert costs["layers"]["conv1"]["macs"] == 64 * 3 * 7 * 7 * 112 * 112
     assert costs["layers"]["fc"]["macs"] == 512 * 1000
     assert costs["layers"]["bn1"]["macs"] == 0
@@ -71,7 +66,7 @@ def test_per_layer_macs_add_up_to_the_total():
     ],
 )
 def test_analytic_receptive_fields(name, size, rf, stride):
-    _, final = layer_receptive_fields(meta(name), (3, size, size))
+    _, final = layer_receptive_fields(meta_model(name), (3, size, size))
     assert (final.size, final.stride) == (rf, stride)
 
 

@@ -279,7 +279,7 @@ def test_gradcheck_the_unmodulated_product_with_frozen_inputs(frozen):
 
 def test_the_deep_product_as_a_1x1_conv_matches_the_matmul(monkeypatch):
     """Deep products (many channels) go through a 1x1 convolution: same values and gradients."""
-    from cnnlab import layers
+    from cnnlab.layers import deform_conv as layers
 
     torch.manual_seed(14)
     x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import save_run
+from helpers import relative_difference, save_run
 
 import cnnlab
 from cnnlab.export import MISSING_EXTRA, export_run
@@ -61,10 +61,6 @@ def _reference(run: Path, x: torch.Tensor) -> torch.Tensor:
         return cnnlab.load_run(run)(x)
 
 
-def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((got - ref).abs().max() / ref.abs().max())
-
-
 @pytest.mark.parametrize("name", [name for name, _ in FAMILIES])
 def test_onnx_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> None:
     ort = pytest.importorskip("onnxruntime")
@@ -75,7 +71,7 @@ def test_onnx_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> No
     x = torch.randn(3, *r["input_size"])
     got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
     assert got.shape == (3, len(CLASSES))
-    assert _rel(got, _reference(runs[name], x)) <= 1e-4
+    assert relative_difference(got, _reference(runs[name], x)) <= 1e-4
     # The metadata travels, beside the file and inside it.
     sidecar = json.loads(Path(str(out) + ".json").read_text())
     assert sidecar["classes"] == CLASSES and sidecar["input_size"] == r["input_size"]
@@ -95,7 +91,7 @@ def test_torchscript_round_trip(runs: dict[str, Path], tmp_path: Path, name: str
     x = torch.randn(3, *r["input_size"])
     with torch.no_grad():
         got = loaded(x)
-    assert _rel(got, _reference(runs[name], x)) <= 1e-4
+    assert relative_difference(got, _reference(runs[name], x)) <= 1e-4
 
 
 def test_deformable_conv_does_not_trace_to_torchscript(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -113,7 +109,7 @@ def test_pt2_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> Non
     assert json.loads(extra["cnnlab.json"])["std"] == [0.2, 0.2, 0.2]
     x = torch.randn(3, *r["input_size"])
     with torch.no_grad():
-        assert _rel(loaded(x), _reference(runs[name], x)) <= 1e-4
+        assert relative_difference(loaded(x), _reference(runs[name], x)) <= 1e-4
 
 
 def test_cli_json(cli, runs: dict[str, Path], tmp_path: Path) -> None:

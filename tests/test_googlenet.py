@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import meta_model
 from torch import nn
 
 import cnnlab
@@ -15,11 +16,6 @@ from cnnlab.loss import classification_loss
 from cnnlab.models.googlenet import INCEPTION_TABLE, GoogLeNet, Inception
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def meta_model(**kwargs) -> GoogLeNet:
-    with torch.device("meta"):
-        return cnnlab.create_model("googlenet", **kwargs)
 
 
 def count(model: nn.Module) -> int:
@@ -34,14 +30,14 @@ def model() -> GoogLeNet:
 
 
 def test_params_equal_torchvision_with_and_without_aux_heads():
-    assert count(meta_model()) == 13_004_888
-    assert count(meta_model(aux_logits=False)) == 6_624_904
+    assert count(meta_model("googlenet")) == 13_004_888
+    assert count(meta_model("googlenet", aux_logits=False)) == 6_624_904
 
 
 def test_state_dict_names_and_shapes_match_torchvision():
     reference = json.loads((FIXTURES / "tv_googlenet_keys.json").read_text())
-    assert {k: list(v.shape) for k, v in meta_model().state_dict().items()} == reference
-    without = {k: list(v.shape) for k, v in meta_model(aux_logits=False).state_dict().items()}
+    assert {k: list(v.shape) for k, v in meta_model("googlenet").state_dict().items()} == reference
+    without = {k: list(v.shape) for k, v in meta_model("googlenet", aux_logits=False).state_dict().items()}
     assert without == {k: v for k, v in reference.items() if not k.startswith("aux")}
 
 
@@ -124,7 +120,7 @@ def test_dropout_choice_and_initialization():
     torch.manual_seed(0)
     model = cnnlab.create_model("googlenet", num_classes=100)
     assert model.dropout.p == 0.2 and model.aux1.dropout.p == 0.7
-    assert meta_model(dropout=0.4, aux_logits=False).dropout.p == 0.4
+    assert meta_model("googlenet", dropout=0.4, aux_logits=False).dropout.p == 0.4
     w = model.inception4e.branch2[1].conv.weight  # 160 -> 320, 3x3: plenty of samples
     assert w.std().item() == pytest.approx(0.01, rel=0.02)
     assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.05)

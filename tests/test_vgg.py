@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import meta_model
 from torch import nn
 
 import cnnlab
@@ -13,11 +14,6 @@ from cnnlab.errors import InputSizeError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VARIANTS = ["vgg11", "vgg13", "vgg16", "vgg19"]
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return cnnlab.create_model(name, **kwargs)
 
 
 @pytest.fixture(scope="module")

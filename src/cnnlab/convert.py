@@ -34,7 +34,7 @@ from torch import nn
 
 from . import imagenet, rundir
 from .errors import CnnlabError
-from .models import create_model, dependent_tensors, model_family, size_in
+from .models import create_model, dependent_tensors, min_input_size, model_family, size_in
 from .runconfig import DataInfo, RunConfig
 
 SOURCES = ("torchvision", "timm")
@@ -308,7 +308,7 @@ def _round_trip(net: nn.Module, run_dir: Path) -> float:
     if differ:
         raise CnnlabError(f"{run_dir} does not load back the converted weights: {_name_some(differ)}")
     c = loaded.data_config.input_size[0]  # type: ignore[attr-defined]
-    side = max(getattr(net, "min_input_size", 1), 64)
+    side = max(min_input_size(net), 64)
     x = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(0))
     a, b = net(x), loaded(x)
     diff = (a - b).abs().max().item()

@@ -26,17 +26,11 @@ methods, attributes (``data_config``, ``min_input_size``) and hooks; its forward
 function as the original's eval forward. Methods that read a conv's output before its BN (none in
 cnnlab's analyses) would see the folded values.
 
-Speed, measured on CPU (torch 2.13, OMP_NUM_THREADS=1, all forms in one process, timed in shuffled
-round-robin over 13-15 rounds on a busy 2-core machine; median of the per-round speed-ups over the
-unfused eager model): folding alone gains 1.05-1.11x (ResNet-18 batch 16 at 224x224 1.11x, ResNet-20
-batch 256 at 32x32 1.05x, VGG-11-BN batch 4 at 224x224 1.06x), because a BN in eval mode is one cheap
-pass over the map. The layout matters more: oneDNN reorders NCHW tensors around every conv, and the
-folded model in channels-last ran 1.31x / 1.45x / 1.40x, as fast as the heavier fused forms tried:
-``torch.fx.experimental.optimization.optimize_for_inference`` (MKL-DNN tensors, conv fused with ReLU)
-1.35x / 1.32x / 1.42x, ``torch.jit.optimize_for_inference`` of the traced folded model 1.38x / 1.42x /
-1.32x. Those return a GraphModule or ScriptModule without the model's class, attributes and input
-check, and fx's needs a traceable model, so the folded eager model in channels-last is what
-``channels_last=True`` gives.
+Speed: on CPU folding alone gains little (a BN in eval mode is one cheap pass over the map); the
+layout matters more, and the folded eager model in channels-last ran as fast as the heavier fused
+forms tried (fx's and TorchScript's ``optimize_for_inference``), which lose the model's class,
+attributes and input check. So the folded eager model in channels-last is what ``channels_last=True``
+gives; the measurements are in benchmarks/README.md, "Measurement notes".
 """
 
 from __future__ import annotations

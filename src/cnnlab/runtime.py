@@ -68,16 +68,8 @@ def channels_last_default(device: torch.device) -> bool:
     """Whether training, ``cnnlab eval`` and ``cnnlab bench`` lay activations and weights out
     channels-last (NHWC) by default.
 
-    CPU: measured with benchmarks/channels_last.py (ResNet-18 training steps, batch 16, 3x224x224,
-    OMP_NUM_THREADS=1, the four set-ups in one process, timed round-robin over 10 rounds; torch 2.13.0,
-    AMD EPYC with AVX-512 BF16, a busy shared machine). Median ms per step, NCHW -> channels-last:
-    fp32 4552 -> 3879 (1.17x), bf16 2288 -> 1928 (1.19x); channels-last was faster in every one of
-    the 10 rounds in both precisions. A second run, under heavier load: median of the per-round
-    ratios 1.14x fp32 (faster in 8 of 10 rounds), 1.20x bf16 (10 of 10). oneDNN computes
-    convolutions in channels-last (or blocked) layouts, so NCHW tensors are reordered around each one.
-    The small-channel CIFAR nets gain too: resnet20, batch 128, 1x28x28, quiet machine, 2 threads:
-    bf16 942 -> 1067 images/s, fp32 551 -> 767.
-    CUDA: not measured here; channels-last is the layout cuDNN's tensor-core convolutions read natively
-    in bf16 and fp16 (NCHW adds transposes), so it is the default there too.
+    On CPU, oneDNN computes convolutions in channels-last (or blocked) layouts, so NCHW tensors are
+    reordered around each one; on CUDA, cuDNN's tensor-core convolutions read channels-last natively.
+    Both were faster channels-last where measured: benchmarks/README.md, "Measurement notes".
     """
     return device.type in ("cpu", "cuda")

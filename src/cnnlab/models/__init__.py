@@ -5,11 +5,13 @@ import importlib
 import pkgutil
 
 from .registry import (
+    check_input_size,
     closest_models,
     create_model,
     dependent_tensors,
     describe_models,
     list_models,
+    min_input_size,
     model_family,
     num_params,
     register,
@@ -21,11 +23,13 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "check_input_size",
     "closest_models",
     "create_model",
     "dependent_tensors",
     "describe_models",
     "list_models",
+    "min_input_size",
     "model_family",
     "num_params",
     "register",

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import LocalResponseNorm
+from ..layers import LocalResponseNorm, skip_on_meta
 from .registry import register
 
 # (kernel, stride, padding) of conv2..conv5; conv1's is a variant's number.
@@ -114,13 +114,12 @@ class AlexNet(nn.Module):
         if paper_init:
             self._init_as_paper()
 
+    @skip_on_meta
     def _init_as_paper(self) -> None:
         # Section 5: unit biases feed the ReLUs positive inputs early on, which the authors found
         # speeds up the start of learning; they are in conv2, conv4, conv5 and the hidden FC layers.
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
-        if convs[0].weight.is_meta:  # no values to set; and normal_ on meta costs a 3 s first import
-            return
         unit_bias = {convs[1], convs[3], convs[4], fcs[0], fcs[1]}
         for layer in convs + fcs:
             nn.init.normal_(layer.weight, 0.0, 0.01)

@@ -56,9 +56,8 @@ class KNN(nn.Module):
     bounds the working memory to about N x chunk_size distances plus one chunk in float32.
 
     k=3 by default: the smallest odd k above 1, so one atypical or mislabelled neighbour is
-    outvoted while the vote stays local. On mnist5k pixels (L2) k=1 and k=3 tie at 93.8% top-1,
-    k=3 has the better top-5 (98.4% vs 97.0%), and k=5..9 lose 1-1.5 points; with 4,000 stored
-    digits each class has few close neighbours, so larger k mostly adds votes from other classes.
+    outvoted while the vote stays local; on mnist5k it is the best k (benchmarks/README.md,
+    "Measurement notes").
 
     Storage: vectors are kept in ``store_dtype`` (float16 by default): half the memory of float32,
     and normalized pixels (|x| < ~10, 256 levels) keep a relative error of 5e-4, well below one grey
@@ -256,7 +255,7 @@ class LinearClassifier(nn.Module):
         self.min_input_size = 1
         self.default_input_size = self.input_shape
         # One weight per pixel: a shifted digit meets other weights, so random crops only blur the
-        # templates (measured on mnist5k: 74% with 3-pixel crops, 90% without). The trainer reads this.
+        # templates (benchmarks/README.md, "Measurement notes"). The trainer reads this.
         self.translation_invariant = False
 
     def _reshape(self, shape: tuple[int, int, int]) -> None:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers import skip_on_meta
 from .registry import register
 
 
@@ -190,9 +191,8 @@ class DenseNet(nn.Module):
         self.default_input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
         self._init_weights()
 
+    @skip_on_meta
     def _init_weights(self) -> None:
-        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
-            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)  # fan-in, as torchvision

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from ..layers import DropPath, SEBlock, make_divisible
+from ..layers import DropPath, SEBlock, make_divisible, skip_on_meta
 from .registry import register
 
 # EfficientNet-B0, Table 1: (expand ratio, kernel, stride, input channels, output channels, layers)
@@ -183,9 +183,8 @@ class EfficientNet(nn.Module):
         self.default_input_size = (in_chans, resolution, resolution)
         self._init_weights()
 
+    @skip_on_meta
     def _init_weights(self) -> None:
-        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
-            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBNAct
+from ..layers import ConvBNAct, skip_on_meta
 from .registry import register
 
 BN_EPS = 0.001  # torchvision's BasicConv2d
@@ -151,9 +151,8 @@ class GoogLeNet(nn.Module):
         self.default_input_size = (in_chans, 224, 224)
         self._init_weights()
 
+    @skip_on_meta
     def _init_weights(self) -> None:
-        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
-            return
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 # torchvision's bounds are absolute (+-2 for std 0.01): in effect a plain normal.

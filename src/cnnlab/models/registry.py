@@ -13,7 +13,7 @@ import fnmatch
 import inspect
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -75,32 +75,49 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs
         if "unexpected keyword argument" in str(e):
             raise CnnlabError(f"{name}: {e}") from None
         raise
-    model.register_forward_pre_hook(_InputCheck(name, in_chans, getattr(model, "min_input_size", 1)))
+    model.register_forward_pre_hook(_InputCheck(name, in_chans))
     return model
 
 
-class _InputCheck:
-    """Refuses, with one clear line, an input the model cannot take: wrong channels or too small.
+def min_input_size(model: nn.Module) -> int:
+    """The smallest image side ``model`` takes: its ``min_input_size``, 1 where it declares none."""
+    return int(getattr(model, "min_input_size", 1))
+
+
+def check_input_size(
+    model: nn.Module, name: str, input_size: Sequence[int], *, got: str = "got", hint: str = ""
+) -> None:
+    """Raise InputSizeError, in one line, when images of ``input_size`` (``(C, H, W)``, or anything
+    ending in ``H, W``) are smaller than ``model`` takes; ``name`` names the model in the message,
+    ``got`` introduces the size found and ``hint``, if any, says what to do.
 
     Without it a small image fails deep inside a pooling layer with a message about kernel sizes.
     """
+    h, w = input_size[-2], input_size[-1]
+    minimum = min_input_size(model)
+    if min(h, w) < minimum:
+        advice = f"; {hint}" if hint else ""
+        raise InputSizeError(
+            f"{name} needs inputs of at least {minimum}x{minimum} pixels, {got} {h}x{w}{advice}"
+        )
 
-    def __init__(self, name: str, in_chans: int, min_size: int) -> None:
-        self.name, self.in_chans, self.min_size = name, in_chans, min_size
+
+class _InputCheck:
+    """Refuses, with one clear line, an input the model cannot take: wrong channels or too small."""
+
+    def __init__(self, name: str, in_chans: int) -> None:
+        self.name, self.in_chans = name, in_chans
 
     def __call__(self, module: nn.Module, args: tuple[object, ...]) -> None:
         x = args[0] if args else None
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             return
-        _, c, h, w = x.shape
+        c = x.shape[1]
         if c != self.in_chans:
             raise InputSizeError(
                 f"{self.name} was built for {self.in_chans}-channel images, got {c} channels"
             )
-        if min(h, w) < self.min_size:
-            raise InputSizeError(
-                f"{self.name} needs inputs of at least {self.min_size}x{self.min_size} pixels, got {h}x{w}"
-            )
+        check_input_size(module, self.name, x.shape)
 
 
 def model_description(name: str) -> str:
@@ -177,7 +194,7 @@ def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
                 "name": name,
                 "family": model_family(name),
                 "params": sum(p.numel() for p in model.parameters()),
-                "min_input_size": getattr(model, "min_input_size", 1),
+                "min_input_size": min_input_size(model),
                 "default_input_size": list(getattr(model, "default_input_size", (3, 224, 224))),
                 "description": model_description(name),
             }

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DeformConv2d, SEBlock, make_divisible
+from ..layers import DeformConv2d, SEBlock, make_divisible, skip_on_meta
 from .registry import register
 
 
@@ -238,9 +238,8 @@ class ResNet(nn.Module):
         layers += [block(out_ch, width, **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    @skip_on_meta
     def _init_weights(self, zero_init_residual: bool) -> None:
-        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
-            return
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, DeformConv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import skip_on_meta
 from .registry import register
 
 # Table 1 of the paper: output channels of each 3x3 conv, "M" for a 2x2/2 max pool.
@@ -101,9 +102,8 @@ class VGG(nn.Module):
         self.default_input_size = (in_chans, 224, 224)
         self._init_weights()
 
+    @skip_on_meta
     def _init_weights(self) -> None:
-        if next(self.parameters()).is_meta:  # built only to be counted: no values to set
-            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

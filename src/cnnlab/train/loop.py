@@ -22,7 +22,7 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..models import create_model
+from ..models import check_input_size, create_model
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
@@ -80,17 +80,18 @@ def default_run_dir(model: str, data: str) -> Path:
 def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], device: torch.device) -> None:
     """Fail early, in one line, when the images cannot go through the model."""
     c, h, w = input_size
-    min_size = getattr(model, "min_input_size", 1)
-    if min(h, w) < min_size:
-        raise InputSizeError(
-            f"{name} needs inputs of at least {min_size}x{min_size} pixels, the data has {h}x{w}; "
-            f"choose a model for small images (e.g. resnet20) or resize the images (--image-size)"
-        )
+    check_input_size(
+        model,
+        name,
+        input_size,
+        got="the data has",
+        hint="choose a model for small images (e.g. resnet20) or resize the images (--image-size)",
+    )
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(2, c, h, w, device=device))
     except RuntimeError as e:
-        raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {str(e).splitlines()[0]}") from None
+        raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {first_line(e)}") from None
     finally:
         model.train()
 

@@ -1,6 +1,8 @@
-"""Blocks shared by several families: ConvBNAct, SEBlock, DropPath, LocalResponseNorm, DeformConv2d.
+"""Deformable convolution: the ``deform_conv2d`` op (Dai et al. 2017; modulated, Zhu et al. 2019) and
+the ``DeformConv2d`` layer that owns its offset branch.
 
-Each is small, follows its paper, and is usable in any model.
+The file imports only torch, so ``benchmarks/deform_conv.py --baseline`` can load an older copy of it
+on its own.
 """
 
 from __future__ import annotations
@@ -11,127 +13,6 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def make_divisible(
-    value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9
-) -> int:
-    """Round a channel count to the nearest multiple of ``divisor`` (hardware-friendly widths), never
-    below ``min_value`` (default ``divisor``); if that loses more than ``1 - round_limit`` of
-    ``value``, go up one step (EfficientNet's 90% rule; timm's SE widths use ``round_limit=0``)."""
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < round_limit * value:
-        rounded += divisor
-    return rounded
-
-
-class ConvBNAct(nn.Sequential):
-    """Conv (no bias, since BN follows), BatchNorm, activation; "same" padding for odd kernels.
-
-    Children are named ``conv``, ``bn``, ``act`` so checkpoints read like the architecture.
-    """
-
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-        act: type[nn.Module] | None = nn.ReLU,
-        padding: int | None = None,
-        bn_eps: float = 1e-5,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_ch,
-            out_ch,
-            kernel_size,
-            stride,
-            padding=(kernel_size - 1) // 2 if padding is None else padding,
-            groups=groups,
-            bias=False,
-        )
-        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps)
-        self.act = (
-            act(inplace=True) if act in (nn.ReLU, nn.SiLU, nn.ReLU6) else (act() if act else nn.Identity())
-        )
-
-
-class SEBlock(nn.Module):
-    """Squeeze-and-Excitation (Hu, Shen, Sun 2018): global average pool (squeeze), then
-    FC(C/r)-ReLU-FC(C)-sigmoid (excitation), and a channel-wise rescale of the input.
-
-    The two FC layers act on a 1x1 map and are written as 1x1 convs with bias (the same weights as
-    ``nn.Linear``), named ``fc1``/``fc2`` as in timm and torchvision. ``rd_channels`` overrides C/r,
-    as EfficientNet needs (a quarter of the block's input, not of its expanded width), and ``act``
-    its SiLU.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        reduction: int = 16,
-        rd_channels: int | None = None,
-        act: type[nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__()
-        rd = rd_channels if rd_channels is not None else max(1, channels // reduction)
-        self.fc1 = nn.Conv2d(channels, rd, 1)
-        self.act = act(inplace=True)
-        self.fc2 = nn.Conv2d(rd, channels, 1)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-channel weights in (0, 1), shape (N, C, 1, 1): what the analyses inspect."""
-        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): in training, drop a residual branch for whole samples
-    with probability ``p`` and scale the survivors by 1/(1-p); the identity at evaluation."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class LocalResponseNorm(nn.Module):
-    """Local Response Normalization across channels (Krizhevsky, Sutskever, Hinton 2012, Sec. 3.3):
-
-        b[c] = a[c] / (k + alpha/n * sum over the n channels centred on c of a[j]^2) ** beta
-
-    with AlexNet's k=2, n=5, alpha=1e-4, beta=0.75. The paper writes alpha without the 1/n; we follow
-    the convention of Caffe and ``torch.nn.LocalResponseNorm`` (alpha divided by n), which is how
-    AlexNet's published hyper-parameters are used in practice.
-    """
-
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> None:
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squared = (x * x).unsqueeze(1)  # (N, 1, C, H, W): pool over channels with a 3D window
-        half = self.size // 2
-        squared = F.pad(squared, (0, 0, 0, 0, half, (self.size - 1) // 2))
-        window_sum = F.avg_pool3d(squared, (self.size, 1, 1), stride=1).squeeze(1) * self.size
-        return x / (self.k + self.alpha / self.size * window_sum).pow(self.beta)
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
 def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -260,8 +141,45 @@ class _ModulatedMatmul(torch.autograd.Function):
         return grad_columns, grad_mask, grad_weight
 
 
+def _output_shape(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int, int]:
+    """deform_conv2d's output height and width and its number of offset groups, once every argument's
+    shape is checked against the others (ValueError, naming the expected shape, otherwise)."""
+    n, channels, height, width = input.shape
+    out_ch, group_ch, kh, kw = weight.shape
+    taps = kh * kw
+    if channels % group_ch or out_ch % (channels // group_ch):
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit an input of {channels} channels")
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    offset_groups = offset.shape[1] // (2 * taps) if offset.dim() == 4 else 0
+    if (
+        offset_groups < 1
+        or channels % offset_groups
+        or tuple(offset.shape) != (n, 2 * offset_groups * taps, out_h, out_w)
+    ):
+        raise ValueError(
+            f"offset must be (N, 2*offset_groups*{taps}, {out_h}, {out_w}) with offset_groups dividing "
+            f"{channels}, got {tuple(offset.shape)}"
+        )
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"input {height}x{width} is smaller than the {kh}x{kw} kernel's dilated extent")
+    if mask is not None and tuple(mask.shape) != (n, offset_groups * taps, out_h, out_w):
+        raise ValueError(
+            f"mask must be ({n}, {offset_groups * taps}, {out_h}, {out_w}), got {tuple(mask.shape)}"
+        )
+    return out_h, out_w, offset_groups
+
+
 # From this depth (input channels per group times taps) on, deform_conv2d's product is a 1x1
-# convolution; below it, a batched matmul (see deform_conv2d's docstring for the measurements).
+# convolution; below it, a batched matmul, which wins at 64-128 channels (benchmarks/README.md).
 CONV_GEMM_MIN_DEPTH = 2048
 
 
@@ -290,17 +208,13 @@ def deform_conv2d(
     How: ``grid_sample`` (bilinear, zero padding, ``align_corners=False``, pixel i's centre at
     (2i + 1)/size - 1) reads every input channel at the K = kh*kw deformed grids in one call, giving the
     im2col columns (N, C*K, Hout*Wout) in one buffer; one batched matmul with the weight finishes the
-    convolution (its weight gradient summed over the batch with ``addbmm`` as it is formed, not from
-    a per-sample buffer as large as the columns: 10-30% off the layer's step), or, for deep products
-    (C/groups*K >= ``CONV_GEMM_MIN_DEPTH``, ResNet-50's stage 4), a 1x1 convolution over the columns,
-    whose oneDNN kernels beat BLAS there by another ~20%, but lose at 64-128 channels. That buffer,
-    kept for the weight's gradient, is the layer's memory cost, as for an unfold-based convolution; no
-    per-tap copies are made. On CPU ``grid_sample`` beat gathering the four corners by hand: 3x faster
-    than channel-first ``gather``; a channels-last ``embedding_bag`` (forward 3-5x faster than
-    grid_sample, its backward 1.5-2x slower, whether its own, a sorted transposed ``embedding_bag``,
-    ``index_add_``, ``scatter_add_``, ``index_put_`` or a sparse CSR/COO product) lost overall, and so
-    did channels-last columns feeding a 1x1 convolution (the transposing copies eat the gain), a
-    stride-K KxK or a Kx1 convolution over the columns (1.3-2x slower at 64 channels).
+    convolution, its weight gradient summed over the batch with ``addbmm`` as it is formed rather than
+    from a per-sample buffer as large as the columns. Deep products (C/groups*K >=
+    ``CONV_GEMM_MIN_DEPTH``, ResNet-50's stage 4) run as a 1x1 convolution over the columns instead,
+    where oneDNN's kernels beat BLAS. That buffer, kept for the weight's gradient, is the layer's memory
+    cost, as for an unfold-based convolution; no per-tap copies are made. Why this layout and not the
+    gather, ``embedding_bag`` or strided-conv forms: timings in benchmarks/README.md, "Measurement
+    notes".
     Precision: positions pass through grid_sample's normalization, so in float32 a sample lands within
     about size * 6e-8 pixels of where it should (exact in float64 to ~1e-15): at zero offsets the
     layer equals the plain convolution to ~1e-6 relative at 32 pixels, ~1e-5 at 224.
@@ -312,30 +226,10 @@ def deform_conv2d(
         _pair(padding, "padding"),
         _pair(dilation, "dilation"),
     )
+    out_h, out_w, offset_groups = _output_shape(input, offset, weight, mask, stride, padding, dilation)
     n, channels, height, width = input.shape
     out_ch, group_ch, kh, kw = weight.shape
-    taps = kh * kw
-    if channels % group_ch or out_ch % (channels // group_ch):
-        raise ValueError(f"weight {tuple(weight.shape)} does not fit an input of {channels} channels")
-    groups = channels // group_ch
-    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    offset_groups = offset.shape[1] // (2 * taps) if offset.dim() == 4 else 0
-    if (
-        offset_groups < 1
-        or channels % offset_groups
-        or tuple(offset.shape) != (n, 2 * offset_groups * taps, out_h, out_w)
-    ):
-        raise ValueError(
-            f"offset must be (N, 2*offset_groups*{taps}, {out_h}, {out_w}) with offset_groups dividing "
-            f"{channels}, got {tuple(offset.shape)}"
-        )
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"input {height}x{width} is smaller than the {kh}x{kw} kernel's dilated extent")
-    if mask is not None and tuple(mask.shape) != (n, offset_groups * taps, out_h, out_w):
-        raise ValueError(
-            f"mask must be ({n}, {offset_groups * taps}, {out_h}, {out_w}), got {tuple(mask.shape)}"
-        )
+    taps, groups = kh * kw, channels // group_ch
 
     # Sampling grid: the regular grid plus the offsets, scaled to grid_sample's [-1, 1] (x first).
     base = _base_grid((height, width), (kh, kw), (out_h, out_w), stride, padding, dilation, offset)
@@ -386,8 +280,8 @@ class DeformConv2d(nn.Module):
     Both start at zero (weight and bias), so a new layer computes exactly the plain convolution.
 
     The offset and mask parameters carry ``lr_scale = 0.1``, which cnnlab's optimizer honours: the
-    paper trains them at the full rate (beta = 1) when fine-tuning detectors, but from scratch at lr
-    0.1 full-rate offsets diverge.
+    paper trains them at the full rate (beta = 1) when fine-tuning detectors, but from scratch at a
+    ResNet learning rate full-rate offsets diverge (see benchmarks/README.md, "Measurement notes").
 
     Difference from DCNv2: the modulation is ``mask_scale * sigmoid(z)`` with ``mask_scale`` = 2, in
     (0, 2), instead of ``sigmoid(z)``, so the zero-initialized mask branch starts at exactly 1 (the plain
@@ -431,8 +325,8 @@ class DeformConv2d(nn.Module):
         self.offset = nn.Conv2d(in_channels, 2 * offset_groups * taps, **branch)
         self.mask = nn.Conv2d(in_channels, offset_groups * taps, **branch) if modulated else None
         for p in [*self.offset.parameters(), *(self.mask.parameters() if self.mask is not None else [])]:
-            # Trained from scratch at a ResNet learning rate, full-rate offsets run away within two
-            # epochs (measured on mnist5k at lr 0.1); the optimizer gives them a tenth of the rate.
+            # Full-rate offsets run away when trained from scratch at a ResNet learning rate
+            # (benchmarks/README.md, "Measurement notes"); the optimizer gives them a tenth of it.
             p.lr_scale = OFFSET_LR_SCALE  # type: ignore[attr-defined]
         self.reset_offsets()
 
