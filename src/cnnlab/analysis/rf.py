@@ -323,7 +323,7 @@ def _rf_model(
     model_name: str, input_size: tuple[int, int, int] | None, seed: int, run_dir: str | None
 ) -> tuple[nn.Module, tuple[int, int, int], str]:
     """The model to measure, the input size it takes and a label saying which weights it has."""
-    from ..models import create_model
+    from ..models import check_input_size, create_model
 
     if run_dir is not None:
         from ..rundir import load_run
@@ -337,12 +337,7 @@ def _rf_model(
     with torch.device("meta"):
         probe = create_model(model_name, in_chans=input_size[0] if input_size else 3)
     input_size = input_size or probe.default_input_size
-    min_size = getattr(probe, "min_input_size", 1)
-    if min(input_size[1:]) < min_size:  # before building the real, possibly large, model
-        raise InputSizeError(
-            f"{model_name} needs inputs of at least {min_size}x{min_size}, "
-            f"got {input_size[1]}x{input_size[2]}"
-        )
+    check_input_size(probe, model_name, input_size)  # before building the real, possibly large, model
     model = create_model(model_name, in_chans=input_size[0])
     return model, input_size, f"freshly initialized {model_name}"
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, InputSizeError
-from ..models import create_model
+from ..models import check_input_size, create_model, min_input_size
 from ..text import first_line
 from .costs import model_costs
 
@@ -40,11 +40,7 @@ def summarize(
             name, num_classes=num_classes, in_chans=input_size[0] if input_size else 3, **kwargs
         )
     input_size = input_size or getattr(model, "default_input_size", (3, 224, 224))
-    min_size = getattr(model, "min_input_size", 1)
-    if min(input_size[1:]) < min_size:
-        raise InputSizeError(
-            f"{name} needs inputs of at least {min_size}x{min_size}, got {input_size[1]}x{input_size[2]}"
-        )
+    check_input_size(model, name, input_size)
     layers: list[dict[str, Any]] = []
 
     def record(module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -84,7 +80,7 @@ def summarize(
         "output_shape": list(output.shape[1:]),
         "params": total,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "min_input_size": min_size,
+        "min_input_size": min_input_size(model),
         "macs": costs["macs"],
         "receptive_field": costs["receptive_field"],
         "stride": costs["stride"],
