@@ -49,6 +49,7 @@ def test_state_dict_names_and_shapes_match_torchvision():
     assert ours == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "min_size", "small"), [("alexnet", 63, 96), ("alexnet_paper", 67, 80)])
 def test_shapes_minimum_and_refusal(name, min_size, small):
     model = cnnlab.create_model(name, num_classes=7, in_chans=1).eval()
@@ -126,6 +127,7 @@ def test_paper_towers_do_not_talk_in_conv2():
     assert torch.equal(a[:, 128:], b[:, 128:])  # the second does not
 
 
+@pytest.mark.slow
 def test_paper_initialization():
     torch.manual_seed(0)
     model = cnnlab.create_model("alexnet_paper")

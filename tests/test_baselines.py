@@ -153,6 +153,7 @@ def test_knn_on_features_stores_the_feature_vectors():
     assert model(x).argmax(1).tolist() == [0, 1, 0, 1, 0, 1]  # each sample is its own neighbour
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("metric", "at_least"), [("l2", 0.92), ("cosine", 0.93)])
 def test_knn_on_mnist5k_pixels(metric, at_least):
     # Measured: 93.8% (l2) and 95.2% (cosine) with k=3 and 4,000 stored digits; chance is 10%, and a

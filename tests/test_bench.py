@@ -47,11 +47,13 @@ def test_every_contract_key_with_consistent_arithmetic():
     json.dumps(r)  # plain JSON values only
 
 
+@pytest.mark.slow
 def test_tiny_steps_are_timed_for_the_minimum_duration():
     r = bench("resnet20", **{**FAST, "steps": 1, "min_seconds": 0.3})
     assert r["steps"] > 1 and r["steps"] * r["ms_per_batch"] > 150  # the median step times the count
 
 
+@pytest.mark.slow
 def test_naive_overrides_precision_layout_and_compile(monkeypatch):
     def no_compile(*args, **kwargs):
         raise AssertionError("the naive baseline must not compile")
@@ -62,6 +64,7 @@ def test_naive_overrides_precision_layout_and_compile(monkeypatch):
     assert "compile_error" not in r
 
 
+@pytest.mark.slow
 def test_infer_runs_the_prepared_model_in_eval_mode_without_gradients(monkeypatch):
     models, prepared = [], []
     create = bench_module.create_model
@@ -103,6 +106,7 @@ class FakeCompiled:
         raise TypeError(f"{type(self.model).__name__} does not support len()")
 
 
+@pytest.mark.slow
 def test_a_working_compile_is_what_gets_timed(monkeypatch):
     compiled = []
     monkeypatch.setattr(
@@ -124,6 +128,7 @@ def _raise_at_first_call(model, **kwargs):
     return compiled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fake", "message"),
     [(_raise_at_compile, "no C++ compiler found"), (_raise_at_first_call, "unsupported op aten::frobnicate")],
@@ -137,6 +142,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, cap
     assert len(err) == 1 and "warning" in err[0] and message in err[0] and "eager" in err[0]
 
 
+@pytest.mark.slow
 def test_json_prints_one_object_and_nothing_else(cli):
     proc = cli("bench", "resnet20", *FAST_ARGS, "--mode", "infer", "--naive", "--json")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
@@ -145,6 +151,7 @@ def test_json_prints_one_object_and_nothing_else(cli):
     assert out["results"][0].keys() >= CONTRACT and out["results"][0]["mode"] == "infer"
 
 
+@pytest.mark.slow
 def test_several_models_give_one_table_row_each(capsys):
     assert cnnlab_main(["bench", "resnet20", "plain20", "--naive", *FAST_ARGS]) == 0
     out = capsys.readouterr().out
@@ -161,6 +168,7 @@ def test_a_bad_model_name_fails_in_one_line_naming_the_closest(capsys):
     assert "resnet2O" in lines[0] and "resnet20" in lines[0]
 
 
+@pytest.mark.slow
 def test_sweep_rows_are_the_grid_with_speedups_over_naive(monkeypatch):
     monkeypatch.setattr(bench_module, "cpu_has_bf16", lambda: False)  # fp32 only: three rows
     rows = sweep(["resnet20"], **{**FAST, "steps": 1, "warmup": 0})

@@ -11,6 +11,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import num_params
 
 
+@pytest.mark.slow
 def test_compare_untrained_models_at_their_common_input(tmp_path):
     r = compare(["resnet20", "plain20", "se_resnet20"], out_dir=tmp_path)
     assert r["input"] == [3, 32, 32] and r["trained"] is False
@@ -25,6 +26,7 @@ def test_compare_untrained_models_at_their_common_input(tmp_path):
     assert (tmp_path / "compare.png").is_file()
 
 
+@pytest.mark.slow
 def test_models_with_different_inputs_need_one_given(tmp_path):
     with pytest.raises(CnnlabError, match="resnet20 3x32x32, resnet18 3x224x224"):
         compare(["resnet20", "resnet18"], out_dir=tmp_path)
@@ -34,6 +36,7 @@ def test_models_with_different_inputs_need_one_given(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_compare_trained_under_one_budget(tiny_digits, tmp_path):
     r = compare(
         ["linear", "simple_cnn"],
@@ -51,6 +54,7 @@ def test_compare_trained_under_one_budget(tiny_digits, tmp_path):
         assert row["params"] == result["params"]
 
 
+@pytest.mark.slow
 def test_compare_trains_with_the_batch_size_asked_for(tiny_digits, tmp_path, capsys):
     """`--batch-size` is the training batch (it once set only the timing batch: training used 128)."""
     args = ["compare", "linear", "--train", "--data", str(tiny_digits), "--epochs", "1", "--batch-size", "30"]
@@ -61,6 +65,7 @@ def test_compare_trains_with_the_batch_size_asked_for(tiny_digits, tmp_path, cap
     assert r["batch_size"] == SPEED_BATCH_SIZE  # the speed column keeps its own, fixed batch
 
 
+@pytest.mark.slow
 def test_compare_from_the_command_line(cli, tmp_path):
     proc = cli("compare", "resnet20", "resnet18", "--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--input" in proc.stderr

@@ -186,6 +186,7 @@ def test_scaling_rows_match_the_variants_own_numbers():
 # --- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_summary_json_has_macs_and_receptive_field(cli):
     proc = cli("summary", "resnet18", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -194,6 +195,7 @@ def test_cli_summary_json_has_macs_and_receptive_field(cli):
     assert all("macs" in layer and "receptive_field" in layer for layer in s["layers"])
 
 
+@pytest.mark.slow
 def test_cli_analyze_rf_writes_json_and_png(cli, tmp_path):
     proc = cli(
         "analyze", "rf", "vgg11", "--input", "3x64x64", "--images", "2", "--out", str(tmp_path), "--json"
@@ -208,6 +210,7 @@ def test_cli_analyze_rf_writes_json_and_png(cli, tmp_path):
     assert [row["weights_per_c2"] for row in r["vgg"]["stacks"]] == [27, 49]
 
 
+@pytest.mark.slow
 def test_cli_analyze_inception_and_scaling_write_their_files(tmp_path, capsys):
     assert main(["analyze", "inception", "--out", str(tmp_path), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

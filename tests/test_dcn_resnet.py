@@ -24,6 +24,7 @@ def test_only_the_last_stage_is_deformable(name, base, deformable, channels):
     assert num_params(name, num_classes=10) == num_params(base, num_classes=10) + extra
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "base", "size"), [("dcn_resnet20", "resnet20", 32), ("dcn_resnet50", "resnet50", 64)]
 )

@@ -170,6 +170,7 @@ def test_gradcheck(modulated):
     assert torch.autograd.gradcheck(f, inputs)
 
 
+@pytest.mark.slow
 def test_gradcheck_modulated_with_a_frozen_weight():
     """The modulated backward pass has separate paths for each input needing a gradient."""
     torch.manual_seed(7)
@@ -260,6 +261,7 @@ def test_bad_offset_shape_is_refused():
         deform_conv2d(x, torch.zeros(1, 18, 4, 4), weight, mask=torch.ones(1, 18, 4, 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["none", "weight", "input"])
 def test_gradcheck_the_unmodulated_product_with_frozen_inputs(frozen):
     """The unmasked product has its own backward pass (the weight's gradient summed as it is formed)."""
@@ -277,6 +279,7 @@ def test_gradcheck_the_unmodulated_product_with_frozen_inputs(frozen):
     assert torch.autograd.gradcheck(f, inputs)
 
 
+@pytest.mark.slow
 def test_the_deep_product_as_a_1x1_conv_matches_the_matmul(monkeypatch):
     """Deep products (many channels) go through a 1x1 convolution: same values and gradients."""
     from cnnlab.layers import deform_conv as layers

@@ -59,6 +59,7 @@ def test_state_dict_names_and_shapes_match_torchvision():
     assert ours == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_forward_shapes_at_minimum_and_small_size(name):
     model = cnnlab.create_model(name, num_classes=7, in_chans=1).eval()
@@ -70,6 +71,7 @@ def test_forward_shapes_at_minimum_and_small_size(name):
             assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "minimum"), [("densenet121", 29), ("densenet161", 29), ("densenet_bc_100", 4)]
 )

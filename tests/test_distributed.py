@@ -45,6 +45,7 @@ def test_the_global_batch_divides_among_the_processes():
         local_batch(63, world)
 
 
+@pytest.mark.slow
 def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     one = subprocess.run([sys.executable, "-m", "cnnlab", "train", *ARGS, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=ENV)  # fmt: skip
@@ -65,6 +66,7 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     assert cli("eval", str(tmp_path / "two")).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_dead_process_stops_the_others_and_the_run_resumes_in_one(cli, tmp_path):
     out = tmp_path / "run"
     args = ["--model", "resnet20", "--image-size", "16", "--epochs", "3", "--no-progress", "--out", str(out)]

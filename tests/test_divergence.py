@@ -2,11 +2,14 @@
 
 import math
 
+import pytest
+
 import cnnlab.train.epoch as epoch
 from cnnlab.cli import main
 from cnnlab.rundir import load_checkpoint
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     tiny_digits, tmp_path, monkeypatch, capsys
 ):

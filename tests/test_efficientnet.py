@@ -65,6 +65,7 @@ def test_variant_numbers_and_default_input_size(name):
     assert model.features[-1][0].out_channels == make_divisible(1280 * width)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b3", "efficientnet_b7"])
 def test_forward_shapes_at_minimum_and_small_size(name):
     model = cnnlab.create_model(name, num_classes=7, in_chans=1).eval()

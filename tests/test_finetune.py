@@ -37,6 +37,7 @@ def digits3(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return root
 
 
+@pytest.mark.slow
 def test_every_tensor_but_the_head_comes_from_the_run(base_run):
     torch.manual_seed(1)
     model = create_model("simple_cnn", num_classes=3, in_chans=1)
@@ -53,6 +54,7 @@ def test_every_tensor_but_the_head_comes_from_the_run(base_run):
             assert torch.equal(value, saved[key]), key
 
 
+@pytest.mark.slow
 def test_the_same_class_count_copies_the_head_too(base_run):
     model = create_model("simple_cnn", num_classes=10, in_chans=1)
     info = init_from_run(model, base_run)
@@ -61,6 +63,7 @@ def test_the_same_class_count_copies_the_head_too(base_run):
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_googlenet_auxiliary_heads_are_new_too(tmp_path):
     torch.manual_seed(0)
     googlenet = create_model("googlenet", num_classes=4, in_chans=1)
@@ -90,6 +93,7 @@ def test_a_gray_model_from_a_colour_run_computes_the_same_on_gray_images(tmp_pat
         assert torch.allclose(gray(x), colour(x.repeat(1, 3, 1, 1)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_other_channel_changes_are_refused(base_run):
     model = create_model("simple_cnn", num_classes=10, in_chans=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -99,6 +103,7 @@ def test_other_channel_changes_are_refused(base_run):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_run_of_other_shapes_is_refused_naming_tensors_and_nothing_is_loaded(base_run):
     kwargs = {"widths": (8, 16)}
     model = create_model("simple_cnn", num_classes=3, in_chans=1, **kwargs)
@@ -109,6 +114,7 @@ def test_a_run_of_other_shapes_is_refused_naming_tensors_and_nothing_is_loaded(b
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_knn_and_a_missing_run_are_refused(base_run, tmp_path):
     with pytest.raises(CnnlabError, match="no weights to start from"):
         init_from_run(create_model("knn", num_classes=3, in_chans=1), base_run)
@@ -116,6 +122,7 @@ def test_knn_and_a_missing_run_are_refused(base_run, tmp_path):
         init_from_run(create_model("simple_cnn", num_classes=3, in_chans=1), tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_and_the_run_records_its_init(base_run, digits3, tmp_path, capsys):
     recipe = ["--data", str(digits3), "--epochs", "8", "--batch-size", "30", "--lr", "0.05"]
     recipe += ["--warmup-epochs", "0", "--precision", "fp32", "--no-progress"]
@@ -140,6 +147,7 @@ def test_fine_tuning_learns_and_the_run_records_its_init(base_run, digits3, tmp_
     assert result["test_loss"] < json.loads((scratch / rundir.RESULT).read_text())["test_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -162,6 +170,7 @@ def test_cli_refuses_a_missing_init_run_in_one_line(tmp_path, capsys):
     assert "does not exist" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_without_init_the_default_model_is_unchanged(base_run, monkeypatch):
     seen: list[TrainConfig] = []
     monkeypatch.setattr("cnnlab.train.loop._fit", lambda config, *args: seen.append(config))
@@ -172,6 +181,7 @@ def test_without_init_the_default_model_is_unchanged(base_run, monkeypatch):
     assert [c.init for c in seen] == [None, str(base_run), None]
 
 
+@pytest.mark.slow
 def test_a_fine_tuning_resumes_without_its_init_run(base_run, digits3, tmp_path):
     init, out = tmp_path / "init", tmp_path / "run"
     shutil.copytree(base_run, init)

@@ -57,6 +57,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_fused_model_computes_the_same_outputs(name):
     side, left = FAMILIES[name]
@@ -187,6 +188,7 @@ def test_only_bn_right_after_a_conv_is_folded(module, left):
         assert relative_difference(fused(x), model(x)) < TOLERANCE
 
 
+@pytest.mark.slow
 def test_evaluate_run_and_predict_files_give_the_unfused_numbers(trained_run, tmp_path):
     result = evaluate_run(trained_run, device="cpu")
     model = cnnlab.load_run(trained_run)

@@ -47,6 +47,7 @@ def test_state_dict_names_and_shapes_match_torchvision(name):
     assert ours == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", cnnlab.list_models())
 def test_every_model_takes_any_classes_and_channels_at_its_minimum_size(name):
     model = cnnlab.create_model(name, num_classes=7, in_chans=1).eval()

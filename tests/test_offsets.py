@@ -113,6 +113,7 @@ def digit(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_analyze_offsets_from_the_command_line(cli, dcn_run, digit, tmp_path):
     proc = cli(
         "analyze", "offsets", str(dcn_run), str(digit), "--out", str(tmp_path), "--json",
@@ -143,6 +144,7 @@ def test_analyze_offsets_from_the_command_line(cli, dcn_run, digit, tmp_path):
             assert lay["mean_offset_image_px"] == pytest.approx(4 * lay["mean_offset_map_px"])
 
 
+@pytest.mark.slow
 def test_default_points_and_errors(dcn_run, digit, tmp_path):
     r = analyze_offsets(dcn_run, digit, tmp_path, layers=1)
     assert 1 <= len(r["points"]) <= 3 and r["samples_per_point"] == 9
@@ -157,6 +159,7 @@ def test_default_points_and_errors(dcn_run, digit, tmp_path):
         analyze_offsets(dcn_run, bad, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_run_without_deformable_layers_is_refused(cli, trained_run, digit, tmp_path):
     proc = cli("analyze", "offsets", str(trained_run), str(digit), "--out", str(tmp_path))
     assert proc.returncode == 2

@@ -76,6 +76,7 @@ def test_a_lesioned_block_is_its_shortcut_alone():
         assert plain(torch.randn(1, 1, 12, 12)).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_gradient_per_path_length_counts_every_length():
     model = create_model("resnet20", num_classes=10, in_chans=1)
     batch = [(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)))]
@@ -95,6 +96,7 @@ def twins(tiny_digits, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_degradation_trains_every_twin_and_states_the_claim(twins):
     out, r = twins
     assert list(r["runs"]) == ["plain20", "resnet20", "plain32", "resnet32"]
@@ -115,6 +117,7 @@ def test_degradation_refuses_depths_without_twins(tmp_path):
         degradation(depths=[56, 20], out_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_lesion_study_of_trained_twins(twins, tmp_path):
     out, _ = twins
     r = analyze_paths(
@@ -132,6 +135,7 @@ def test_lesion_study_of_trained_twins(twins, tmp_path):
     assert (tmp_path / "paths.json").is_file() and (tmp_path / "paths.png").is_file()
 
 
+@pytest.mark.slow
 def test_analyze_paths_from_the_command_line(cli, twins, tmp_path):
     out, _ = twins
     proc = cli("analyze", "paths", str(out / "runs" / "resnet20"), "--plain", str(out / "runs" / "plain20"),
@@ -145,6 +149,7 @@ def test_analyze_paths_from_the_command_line(cli, twins, tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no residual blocks" in proc.stderr
 
 
+@pytest.mark.slow
 def test_experiment_degradation_from_the_command_line(cli, tmp_path):
     proc = cli("experiment", "degradation", "--depths", "20", "--out", str(tmp_path))
     assert proc.returncode == 2 and "two increasing" in proc.stderr and proc.stderr.count("\n") == 1

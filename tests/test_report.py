@@ -121,6 +121,7 @@ def test_a_directory_with_nothing_to_report_is_refused(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_report_from_the_command_line(cli, experiment, tmp_path):
     proc = cli("report", str(experiment), "--out", str(tmp_path / "r.html"), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -128,6 +129,7 @@ def test_report_from_the_command_line(cli, experiment, tmp_path):
     assert r["images"] == 3 and Path(r["out"]).is_file()
 
 
+@pytest.mark.slow
 def test_a_missing_directory_is_one_line_on_stderr(cli, tmp_path):
     proc = cli("report", "no/such/dir", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
 
 ARGS = ["--model", "resnet20", "--epochs", "3", "--image-size", "16", "--precision", "fp32", "--seed", "3"]
@@ -21,6 +22,7 @@ def train(*args):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
     killed = train(*ARGS, "--out", str(tmp_path / "killed"))
     whole = train(*ARGS, "--out", str(tmp_path / "whole"))
@@ -52,6 +54,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path)
     assert len(lines) == 4 and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_finished_run_and_a_missing_one(cli, trained_run, tmp_path):
     proc = cli("train", "--resume", str(trained_run))
     assert proc.returncode == 2 and "finished" in proc.stderr and proc.stderr.count("\n") == 1
@@ -59,6 +62,7 @@ def test_resume_refuses_a_finished_run_and_a_missing_one(cli, trained_run, tmp_p
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_starts_over(cli, tiny_digits, tmp_path):
     out = tmp_path / "run"
     proc = cli("train", "--data", str(tiny_digits), "--epochs", "1", "--out", str(out), "--no-progress")

@@ -17,6 +17,7 @@ def se_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_se_block_is_measured_per_class(se_run, tmp_path):
     result = analyze_se(se_run, tmp_path)
     assert [b["block"] for b in result["blocks"]] == [f"layer{s}.{i}.se" for s in (1, 2, 3) for i in range(3)]
@@ -31,11 +32,13 @@ def test_every_se_block_is_measured_per_class(se_run, tmp_path):
     assert (tmp_path / "se.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_model_without_se_is_refused(trained_run, tmp_path):
     with pytest.raises(CnnlabError, match="no SE blocks"):
         analyze_se(trained_run, tmp_path)
 
 
+@pytest.mark.slow
 def test_analyze_se_from_the_command_line(cli, se_run, tmp_path):
     proc = cli("analyze", "se", str(se_run), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cnnlab
 
 PACKAGE = Path(cnnlab.__file__).parent
@@ -23,12 +25,14 @@ def _loaded_by(statement: str) -> set[str]:
     return set(json.loads(out))
 
 
+@pytest.mark.slow
 def test_import_cnnlab_loads_no_trainer_no_ddp_and_no_rich():
     extra = _loaded_by("import torch; import cnnlab") - _loaded_by("import torch")
     assert not [m for m in extra if m.startswith(HEAVY)]
     assert "cnnlab.rundir" in extra  # the check sees what cnnlab loads: load_run is public
 
 
+@pytest.mark.slow
 def test_the_check_sees_a_trainer_import():  # negative control for the test above
     extra = _loaded_by("import torch; import cnnlab.train") - _loaded_by("import torch")
     assert "cnnlab.train.loop" in extra and "rich" in extra

@@ -28,6 +28,7 @@ def test_correlation_matrix_is_pearson():
             assert corr[i, j].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_linear_templates_look_like_their_class_means(linear_run, tmp_path):
     result = analyze_templates(linear_run, tmp_path)
     own = list(result["correlation_with_own_mean"].values())
@@ -39,6 +40,7 @@ def test_linear_templates_look_like_their_class_means(linear_run, tmp_path):
     assert (tmp_path / "templates.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_templates_refuse_a_model_that_is_not_linear(trained_run, tmp_path):
     with pytest.raises(CnnlabError, match="not a linear classifier"):
         analyze_templates(trained_run, tmp_path)
@@ -58,6 +60,7 @@ def test_knn_study_measures_accuracy_per_k_and_time_per_stored_set(tmp_path):
     assert (tmp_path / "knn.png").is_file()
 
 
+@pytest.mark.slow
 def test_analyze_templates_and_knn_from_the_command_line(cli, linear_run, trained_run, tmp_path):
     proc = cli("analyze", "templates", str(linear_run), "--out", str(tmp_path), "--json")
     assert proc.returncode == 0, proc.stderr

@@ -15,6 +15,7 @@ from cnnlab.train import TrainConfig, fit
 from cnnlab.train.schedule import lr_factor
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_model_learns(trained_run):
     with (trained_run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -23,6 +24,7 @@ def test_loss_falls_and_the_model_learns(trained_run):
     assert float(rows[1]["train_acc"]) > 0.5  # ten classes: chance is 0.1
 
 
+@pytest.mark.slow
 def test_run_directory_holds_the_contract(trained_run):
     for name in (
         "config.json",
@@ -42,6 +44,7 @@ def test_run_directory_holds_the_contract(trained_run):
     assert not list(trained_run.glob(".*tmp"))  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_load_run_returns_the_trained_weights(trained_run):
     model = cnnlab.load_run(trained_run)
     saved = load_file(trained_run / "model.safetensors")
@@ -50,6 +53,7 @@ def test_load_run_returns_the_trained_weights(trained_run):
     assert model.data_config.input_size == [1, 28, 28] and len(model.data_config.classes) == 10
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_without_pickle_code_and_matches_weights(trained_run):
     ckpt = load_checkpoint(trained_run / "checkpoint.pt")
     assert ckpt["epoch"] == 2 and len(ckpt["metrics"]) == 2
@@ -67,6 +71,7 @@ def test_checkpoint_round_trips(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
+@pytest.mark.slow
 def test_load_run_rejects_a_run_from_another_version(trained_run, tmp_path):
     run = tmp_path / "old"
     run.mkdir()

@@ -71,6 +71,7 @@ def test_torchvision_indices_of_last_pool():
     assert len(meta_model("vgg19_bn").features) == 53
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn"])
 def test_forward_shapes_at_minimum_and_small_size(small_models, name):
     model = small_models[name]
