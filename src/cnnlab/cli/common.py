@@ -3,7 +3,7 @@
 The shape of a verb module (`cli/NAME.py`):
 
     def add(sub) -> None:           # registers the parser, with parents=[JSON, ...] for shared options
-        p = sub.add_parser("NAME", parents=[JSON], ...)
+        p = sub.add_parser("NAME", parents=[JSON, ...], ...)
         p.set_defaults(func=run, show=show)
 
     def run(args) -> dict | None:   # calls the library and returns its result
@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ..runtime import DEVICES
 from ..text import si
 
 
@@ -37,10 +38,19 @@ def _parent(*add: Any) -> argparse.ArgumentParser:
 
 JSON = _parent(lambda p: p.add_argument("--json", action="store_true", help="print one JSON object"))
 SEED = _parent(lambda p: p.add_argument("--seed", type=int, default=0))
+# No default for --data: "not given" means the run's own dataset for a run, and mnist5k otherwise. A verb
+# with another default resolves None itself, since set_defaults would rewrite the action all verbs share.
 DATA = _parent(
-    lambda p: p.add_argument("--data", help="a dataset name or path (default: the one it was trained on)"),
-    lambda p: p.add_argument("--data-root", help="where named datasets live (./data or $CNNLAB_DATA)"),
+    lambda p: p.add_argument(
+        "--data",
+        help="mnist5k, cifar10, cifar100, mnist, fashion_mnist, or a path (image folder, CIFAR, IDX); "
+        "default: a run's own dataset, else mnist5k",
+    ),
+    lambda p: p.add_argument(
+        "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
+    ),
 )
+DEVICE = _parent(lambda p: p.add_argument("--device", choices=DEVICES, default="auto"))
 
 
 def print_json(obj: Any) -> None:
