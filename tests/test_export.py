@@ -187,3 +187,16 @@ def test_the_disk_is_not_blamed_on_torchscript(runs: dict[str, Path], tmp_path: 
     with pytest.raises(cnnlab.CnnlabError, match=r"disk full while writing .*m\.ts") as info:
         export_run(runs["resnet20"], "torchscript", tmp_path / "m.ts")
     assert "TorchScript" not in str(info.value)
+
+
+def test_a_graph_onnxruntime_cannot_run(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    not_implemented = ort.capi.onnxruntime_pybind11_state.NotImplemented
+
+    def session(*args, **kwargs):
+        raise not_implemented("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation")
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.raises(cnnlab.CnnlabError, match=r"onnxruntime cannot run it .*NOT_IMPLEMENTED"):
+        export_run(runs["resnet20"], "onnx", tmp_path / "m.onnx")

@@ -134,7 +134,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[
                 raise _write_error(out, e) from e
     finally:
         onnx_log.setLevel(level)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ort_errors = onnxruntime.capi.onnxruntime_pybind11_state
+    try:  # an operator or a graph that onnxruntime does not implement: the file is written, not checked
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    except (ort_errors.NotImplemented, ort_errors.InvalidGraph) as e:
+        raise CnnlabError(
+            f"{meta['model']} exports to {out}, but onnxruntime cannot run it to check it: "
+            f"{first_line(e)[:200]}"
+        ) from None
     return lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
 
 
@@ -194,8 +201,8 @@ def export_run(
     metadata to ``out + ".json"``, load the file back and check it against PyTorch.
 
     Returns the files written, the exporter used and the measured differences; raises CnnlabError
-    for an unknown format, a missing extra, a model that does not export, or a difference above
-    ``TOLERANCE``.
+    for an unknown format, a missing extra, a model that does not export, a file that cannot be
+    written, or a difference above ``TOLERANCE``.
     """
     if format not in FORMATS:
         raise CnnlabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")

@@ -6,6 +6,7 @@ exactly one JSON object on stdout. Each verb lives in its own module (see common
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -24,7 +25,7 @@ from . import (
     summary,
     train,
 )
-from .common import Parser, print_json
+from .common import Parser, one_line, print_json
 
 # In the order `cnnlab --help` lists them.
 VERBS = (train, eval, predict, models, summary, analyze, report, compare, experiment, bench, export, convert)
@@ -39,6 +40,10 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A file name that is not UTF-8 reaches Python as surrogates (PEP 383); echoed back (predict's
+    # "IMAGE: label", export's "wrote FILE") it must come out as the user's bytes, whatever the locale.
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except CnnlabError as e:
-        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"cnnlab {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)

@@ -19,10 +19,10 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep or not key.isidentifier():
             raise CnnlabError(f"--model-arg takes KEY=VALUE, e.g. --model-arg k=5; got {item!r}")
+        # Python's parser answers deep nesting ("-----...1", "[[[[...") with MemoryError or
+        # RecursionError: that is text too, not an exhausted machine.
         try:
             kwargs[key] = ast.literal_eval(text)
-        # The parser answers deep nesting ("-----1", "[[[[...") with MemoryError or RecursionError:
-        # that is text too, not an exhausted machine.
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             kwargs[key] = text
     return kwargs
