@@ -296,6 +296,21 @@ def test_a_file_name_that_is_not_utf8_comes_back_as_its_bytes(tiny_run: Path, js
         assert proc.stdout.startswith(image + b": ")
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`cnnlab summary resnet152 --json | head`: 100 kB of JSON, more than a pipe holds (64 kB)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "summary", "resnet152", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(10)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 1 and err == "", err
+
+
 # --- found by the fuzz in modules other agents own: reported, and pinned here until fixed --------------
 
 
