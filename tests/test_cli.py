@@ -1,6 +1,7 @@
 """The command line, run as a user would: in a subprocess, reading stdout, stderr and exit codes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,10 @@ from PIL import Image
 import cnnlab
 from cnnlab import data
 from cnnlab.cli import main as cnnlab_main
+from cnnlab.cli.common import DEVICE, SEED
 from cnnlab.data.augment import Normalize
+from cnnlab.predict import run_dataset
+from cnnlab.train import TrainConfig
 
 
 def assert_one_line_error(proc, *needles):
@@ -70,6 +74,13 @@ def test_user_errors_are_one_line_without_traceback(cli, tmp_path, args, needles
     proc = cli(*args, cwd=tmp_path)
     assert_one_line_error(proc, *needles)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_shared_options_default_as_the_trainer_does():
+    d = TrainConfig()
+    assert (d.seed, d.device) == (SEED.get_default("seed"), DEVICE.get_default("device"))
+    args = cnnlab.cli.build_parser().parse_args(["train"])
+    assert args.data is None and d.data == "mnist5k"  # None: run() leaves TrainConfig's default
 
 
 def test_train_prints_one_plain_line_per_epoch_off_a_terminal(trained_run):
@@ -156,3 +167,56 @@ def test_analyze_rf_reads_a_run_directory(trained_run, tmp_path, capsys):
     assert (r["receptive_field"], r["feature_map"], r["centre_unit_px"]) == (81, [7, 7], [12, 12])
     assert 1 <= r["effective"]["half_mass_side"] < 81 and r["effective"]["count"] == 3
     assert (tmp_path / "rf.png").exists()
+
+
+def _folder(root: Path, classes: list[str]) -> Path:
+    """An image folder of 1x8x8 images, a shade per class, two per class and split: seconds to load."""
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (8, 8), 40 * c + i).save(root / split / name / f"{i}.png")
+    return root
+
+
+def _run(root: Path, classes: list[str], **config) -> Path:
+    from helpers import save_run
+
+    torch.manual_seed(0)
+    model = cnnlab.create_model("resnet20", num_classes=len(classes), in_chans=1)
+    out = save_run(model, root, "resnet20", classes, [1, 8, 8])
+    if config:  # e.g. converted=...: written into config.json as convert would
+        raw = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**raw, **config}))
+    return out
+
+
+def test_eval_on_the_same_classes_in_another_order_maps_them_by_name(tmp_path, capsys):
+    run = _run(tmp_path / "run", ["c", "a", "b"])  # as a dataset that lists its classes unsorted
+    folder = _folder(tmp_path / "abc", ["a", "b", "c"])  # a folder sorts them
+    ds = run_dataset(run, str(folder))
+    assert ds.classes == ["c", "a", "b"]
+    # Each test image's label names the folder it came from: a (shade 0..1), b (40..), c (80..).
+    shades = ds.test_images[:, 0, 0, 0].tolist()
+    assert [ds.classes[label] for label in ds.test_labels.tolist()] == ["abc"[int(s) // 40] for s in shades]
+    assert cnnlab_main(["eval", str(run), "--data", str(folder), "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "in another order: labels matched by name" in result["note"] and result["images"] == 6
+    assert cnnlab_main(["eval", str(run), "--data", str(folder), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == result["note"]
+
+
+def test_eval_on_other_class_names_is_refused_in_one_line(tmp_path, capsys):
+    run = _run(tmp_path / "run", ["a", "b", "c"])
+    folder = _folder(tmp_path / "xyz", ["a", "x", "y"])
+    assert cnnlab_main(["eval", str(run), "--data", str(folder), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other classes" in err and "x, y (the run has b, c)" in err
+
+
+def test_eval_of_a_converted_run_goes_by_position(tmp_path, capsys):
+    """A converted run's names are ImageNet's or placeholders, never a folder's: no refusal, no note."""
+    run = _run(tmp_path / "run", ["class 0", "class 1", "class 2"], converted={"from": "timm"})
+    folder = _folder(tmp_path / "abc", ["a", "b", "c"])
+    assert cnnlab_main(["eval", str(run), "--data", str(folder), "--device", "cpu", "--json"]) == 0
+    assert "note" not in json.loads(capsys.readouterr().out)

@@ -144,3 +144,55 @@ def test_missing_extra(runs: dict[str, Path], tmp_path: Path, monkeypatch, capsy
     assert err == f"cnnlab export: error: {MISSING_EXTRA}\n"
     assert MISSING_EXTRA == "ONNX export needs the export extra: pip install 'cnnlab[export]'"
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("format", ["torchscript", "pt2", "onnx"])
+def test_an_unwritable_out_is_one_line_naming_it(runs: dict[str, Path], tmp_path: Path, format: str) -> None:
+    (tmp_path / "file").write_text("a file where a folder should be")
+    out = tmp_path / "file" / "model.bin"
+    with pytest.raises(cnnlab.CnnlabError, match=r"cannot write .*file/model\.bin") as info:
+        export_run(runs["resnet20"], format, out)
+    assert "does not export" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("format", "target"),
+    [("torchscript", "torch.jit.trace"), ("pt2", "torch.export.export"), ("onnx", "torch.onnx.export")],
+)
+@pytest.mark.parametrize("error", [ZeroDivisionError("a bug"), OSError(28, "No space left on device")])
+def test_a_bug_or_an_oserror_in_the_exporter_is_not_relabelled(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch, format: str, target: str, error: Exception
+) -> None:
+    def broken(*args, **kwargs):
+        raise error
+
+    if format == "onnx":
+        pytest.importorskip("onnxscript")
+    monkeypatch.setattr(target, broken)
+    with pytest.raises(type(error)):
+        export_run(runs["resnet20"], format, tmp_path / "m.bin")
+
+
+def test_the_disk_is_not_blamed_on_torchscript(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """A failed write names the file, not the model: the model is serialized in memory first."""
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fdopen", full)
+    with pytest.raises(cnnlab.CnnlabError, match=r"disk full while writing .*m\.ts") as info:
+        export_run(runs["resnet20"], "torchscript", tmp_path / "m.ts")
+    assert "TorchScript" not in str(info.value)
+
+
+def test_a_graph_onnxruntime_cannot_run(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    not_implemented = ort.capi.onnxruntime_pybind11_state.NotImplemented
+
+    def session(*args, **kwargs):
+        raise not_implemented("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation")
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.raises(cnnlab.CnnlabError, match=r"onnxruntime cannot run it .*NOT_IMPLEMENTED"):
+        export_run(runs["resnet20"], "onnx", tmp_path / "m.onnx")

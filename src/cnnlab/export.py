@@ -41,7 +41,8 @@ from torch import nn
 from .errors import CnnlabError
 from .fuse import fuse_for_inference
 from .runconfig import DataInfo, RunConfig
-from .rundir import load_run, read_config, write_json
+from .rundir import _write_error, atomic_write, load_run, read_config, write_json
+from .text import first_line
 
 FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
@@ -50,6 +51,27 @@ TOLERANCE = 1e-4  # relative: max |exported - torch| / max |torch|
 CHECK_BATCHES = (1, 3)
 MISSING_EXTRA = "ONNX export needs the export extra: pip install 'cnnlab[export]'"
 METADATA_KEY = "cnnlab"
+
+# What the exporters raise for a model they cannot handle. Anything else (an OSError, a bug in
+# cnnlab) keeps its own type: relabelled as "does not export", a full disk would send users astray.
+# torch.jit has no error type of its own for an unsupported call and raises RuntimeError; it is
+# caught only around tracing and serializing into memory, where the disk plays no part.
+TORCHSCRIPT_ERRORS = (RuntimeError, torch.jit.Error, torch.jit.TracingCheckError)
+
+
+def _exporter_errors() -> tuple[type[Exception], ...]:
+    # Imported when exporting: torch._dynamo and torch.onnx take a second, and every command that
+    # builds the CLI's parser imports this module for FORMATS.
+    import torch._dynamo.exc
+    import torch.onnx.errors
+    from torch.fx.experimental.symbolic_shapes import ConstraintViolationError, GuardOnDataDependentSymNode
+
+    return (
+        torch._dynamo.exc.TorchDynamoException,  # torch.export: Unsupported, UserError, TorchRuntimeError
+        ConstraintViolationError,  # e.g. a batch axis the model bakes in
+        GuardOnDataDependentSymNode,  # control flow on tensor values
+        torch.onnx.errors.OnnxExporterError,  # TorchExportError, ConversionError, DispatchError
+    )
 
 
 def _metadata(model: nn.Module, config: RunConfig) -> dict[str, Any]:
@@ -106,10 +128,20 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[
             )
             # Into the model before it is written: a load-edit-save would serialize the weights twice.
             program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
-            program.save(str(out), external_data=False)
+            try:  # to the path: a model over 2 GB goes out with its weights in a second file
+                program.save(str(out), external_data=False)
+            except OSError as e:
+                raise _write_error(out, e) from e
     finally:
         onnx_log.setLevel(level)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ort_errors = onnxruntime.capi.onnxruntime_pybind11_state
+    try:  # an operator or a graph that onnxruntime does not implement: the file is written, not checked
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    except (ort_errors.NotImplemented, ort_errors.InvalidGraph) as e:
+        raise CnnlabError(
+            f"{meta['model']} exports to {out}, but onnxruntime cannot run it to check it: "
+            f"{first_line(e)[:200]}"
+        ) from None
     return lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
 
 
@@ -119,14 +151,17 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, out: Path, meta
         warnings.simplefilter("ignore")
         try:
             traced = torch.jit.trace(model, (example,))
-            torch.jit.save(traced, str(out), _extra_files={"cnnlab.json": json.dumps(meta)})
-        except Exception as e:  # DeformConv2d's autograd.Function traces but cannot be saved
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # Into memory first: a RuntimeError here is the model's (DeformConv2d's autograd.Function
+            # traces but cannot be saved), never the disk's, which atomic_write names below.
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer, _extra_files={"cnnlab.json": json.dumps(meta)})
+        except TORCHSCRIPT_ERRORS as e:
             raise CnnlabError(
-                f"{meta['model']} cannot be traced to TorchScript ({first[:200]}); use --format pt2 or onnx"
+                f"{meta['model']} cannot be traced to TorchScript ({first_line(e)[:200]}); "
+                "use --format pt2 or onnx"
             ) from None
-        loaded = torch.jit.load(str(out))
-    return loaded
+        atomic_write(out, buffer.getvalue())
+        return torch.jit.load(str(out))
 
 
 def _export_pt2(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any]) -> Any:
@@ -134,7 +169,9 @@ def _export_pt2(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(out), extra_files={"cnnlab.json": json.dumps(meta)})
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer, extra_files={"cnnlab.json": json.dumps(meta)})
+        atomic_write(out, buffer.getvalue())
         return torch.export.load(str(out)).module()
 
 
@@ -164,8 +201,8 @@ def export_run(
     metadata to ``out + ".json"``, load the file back and check it against PyTorch.
 
     Returns the files written, the exporter used and the measured differences; raises CnnlabError
-    for an unknown format, a missing extra, a model that does not export, or a difference above
-    ``TOLERANCE``.
+    for an unknown format, a missing extra, a model that does not export, a file that cannot be
+    written, or a difference above ``TOLERANCE``.
     """
     if format not in FORMATS:
         raise CnnlabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -176,18 +213,19 @@ def export_run(
     out = Path(out) if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}"
     if out.is_dir():
         raise CnnlabError(f"--out {out} is a folder; give a file name, e.g. {out}/model{SUFFIXES[format]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, a read-only place
+        raise _write_error(out, e) from e
     meta = _metadata(model, config)
     fused = fuse_for_inference(model).eval()
     example = torch.zeros(2, *meta["input_size"])  # batch 2: 1 could be specialized as a constant
     exporter = {"onnx": _export_onnx, "torchscript": _export_torchscript, "pt2": _export_pt2}[format]
+    errors = _exporter_errors()
     try:
         exported = exporter(fused, example, out, meta)
-    except CnnlabError:
-        raise
-    except Exception as e:  # an operator the exporter does not know: name it, keep it one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlabError(f"{config.model} does not export to {format}: {first[:300]}") from None
+    except errors as e:  # an operator the exporter does not know: name it, keep it one line
+        raise CnnlabError(f"{config.model} does not export to {format}: {first_line(e)[:300]}") from None
     checks = _compare(fused, exported, meta["input_size"])
     meta_path = out.with_name(out.name + ".json")
     write_json(meta_path, {**meta, "format": format})

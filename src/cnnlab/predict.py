@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,27 @@ from . import data as datasets
 from .data.augment import Normalize
 from .data.base import Dataset
 from .data.folder import read_image
-from .errors import InputSizeError
+from .errors import CnnlabError, InputSizeError
 from .evaluate import evaluate
 from .fuse import fuse_for_inference
 from .runconfig import DataInfo
 from .rundir import load_run, read_config
 from .runtime import channels_last_default, resolve_device
+from .text import name_some
 
 
 def run_dataset(
     run_dir: str | os.PathLike[str], data: str | None = None, data_root: str | None = None
 ) -> Dataset:
-    """The dataset a run was trained on (or ``data``), at the run's input size, checked to fit its model."""
+    """The dataset a run was trained on (or ``data``), at the run's input size, checked to fit its model:
+    its labels are the run's class indices (see `_dataset_for_run`)."""
+    return _dataset_for_run(run_dir, data, data_root)[0]
+
+
+def _dataset_for_run(
+    run_dir: str | os.PathLike[str], data: str | None, data_root: str | None
+) -> tuple[Dataset, str | None]:
+    """`run_dataset`'s dataset, and a note when its labels were mapped to the run's classes by name."""
     config = read_config(run_dir)
     source = data if data is not None else config.data.source
     root = data_root if data_root is not None else config.train.get("data_root")
@@ -52,7 +62,31 @@ def run_dataset(
             f"the model of {run_dir} has {config.num_classes} classes, "
             f"{dataset.name} has {dataset.num_classes}"
         )
-    return dataset
+    if config.converted is not None or dataset.classes == config.data.classes:
+        # A converted run's names are ImageNet's or placeholders, no dataset's folder names (n01440764
+        # is "tench"): its classes go by position, as its library numbered them.
+        return dataset, None
+    return _relabelled(dataset, config.data.classes, run_dir)
+
+
+def _relabelled(dataset: Dataset, classes: list[str], run_dir: str | os.PathLike[str]) -> tuple[Dataset, str]:
+    """``dataset`` with its labels mapped by name to the indices of ``classes``, the run's; other
+    names than the run's are refused, since an accuracy over mismatched labels means nothing."""
+    theirs, ours = set(dataset.classes), set(classes)
+    if theirs != ours:
+        raise CnnlabError(
+            f"{dataset.name} has other classes than the model of {run_dir}: "
+            f"{name_some(sorted(theirs - ours))} (the run has {name_some(sorted(ours - theirs))})"
+        )
+    index = torch.tensor([classes.index(name) for name in dataset.classes])
+    note = f"the classes of {dataset.name} are the run's in another order: labels matched by name"
+    relabelled = dataclasses.replace(
+        dataset,
+        train_labels=index[dataset.train_labels],
+        test_labels=index[dataset.test_labels],
+        classes=list(classes),
+    )
+    return relabelled, note
 
 
 def evaluate_run(
@@ -65,7 +99,7 @@ def evaluate_run(
     dev = resolve_device(device)
     # BN folded into the convs, channels-last where that is faster: the same numbers to float32 rounding.
     model = fuse_for_inference(load_run(run_dir, dev), channels_last=channels_last_default(dev))
-    dataset = run_dataset(run_dir, data, data_root)
+    dataset, note = _dataset_for_run(run_dir, data, data_root)
     cfg: DataInfo = model.data_config  # type: ignore[attr-defined]
     normalize = Normalize(tuple(cfg.mean), tuple(cfg.std)).to(dev)
     metrics = evaluate(model, dataset.test_images, dataset.test_labels, normalize, dev)
@@ -76,6 +110,7 @@ def evaluate_run(
         "test_acc": metrics["top1"],
         "test_top5": metrics["top5"],
         "test_loss": metrics["loss"],
+        **({"note": note} if note else {}),
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from .common import _wide_console, print_json
+from .common import DEVICE, JSON, _wide_console
 
 
 def _config(row: dict[str, Any]) -> str:
@@ -22,7 +22,7 @@ def _config(row: dict[str, Any]) -> str:
     return text
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..analysis.summary import parse_input
     from ..bench import bench, check_models, sweep
 
@@ -51,9 +51,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
             )
             for name in args.models
         ]
-    if args.json:
-        print_json({"results": rows})
-        return
+    return {"results": rows}
+
+
+def show(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = result["results"]
     first = rows[0]
     console = _wide_console()
     console.print(
@@ -87,14 +89,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def add(sub: Any) -> None:
     from ..bench import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DEFAULT_WARMUP, MIN_SECONDS, MODES, PRECISIONS
-    from ..runtime import DEVICES
 
     p = sub.add_parser(
         "bench",
+        parents=[DEVICE, JSON],
         help="time training or inference steps of models on synthetic data: images/s, GFLOP/s, utilization",
         description="Times steps on one synthetic batch (median after warm-up) and compares the achieved "
         "GFLOP/s with a matrix-multiply probe of the same precision. --sweep runs, per model, the naive "
-        "baseline (eager, fp32, NCHW) and each precision in each memory layout.",
+        "baseline (eager, fp32, NCHW) and each precision in each memory layout. --json prints "
+        '{"results": [one object per row]}.',
     )
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--mode", choices=MODES, default="train", help="train (default) or infer")
@@ -125,6 +128,4 @@ def add(sub: Any) -> None:
         default=MIN_SECONDS,
         help=f"keep timing steps until this long has passed (default {MIN_SECONDS:g})",
     )
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--json", action="store_true", help='print {"results": [one object per row]}')
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=run, show=show)

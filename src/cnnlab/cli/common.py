@@ -3,7 +3,7 @@
 The shape of a verb module (`cli/NAME.py`):
 
     def add(sub) -> None:           # registers the parser, with parents=[JSON, ...] for shared options
-        p = sub.add_parser("NAME", parents=[JSON], ...)
+        p = sub.add_parser("NAME", parents=[JSON, ...], ...)
         p.set_defaults(func=run, show=show)
 
     def run(args) -> dict | None:   # calls the library and returns its result
@@ -20,12 +20,21 @@ from typing import Any
 
 from rich.console import Console
 
+from ..runtime import DEVICES
 from ..text import si
+
+# What str.splitlines breaks at: a value typed with a line break in it must not split an error in two.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks written as escapes (``\\n``), for a one-line error."""
+    return text.translate(_LINE_BREAKS)
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage plus message
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _parent(*add: Any) -> argparse.ArgumentParser:
@@ -35,12 +44,32 @@ def _parent(*add: Any) -> argparse.ArgumentParser:
     return parent
 
 
+def _seed(text: str) -> int:
+    """An int that torch.manual_seed takes: Python's ints have no bound, a 64-bit seed has."""
+    try:
+        value = int(text)
+    except ValueError:  # argparse's own words for a bad int
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not -(2**63) <= value < 2**64:
+        raise argparse.ArgumentTypeError("a seed is an integer from -2**63 to 2**64 - 1")
+    return value
+
+
 JSON = _parent(lambda p: p.add_argument("--json", action="store_true", help="print one JSON object"))
-SEED = _parent(lambda p: p.add_argument("--seed", type=int, default=0))
+SEED = _parent(lambda p: p.add_argument("--seed", type=_seed, default=0))
+# No default for --data: "not given" means the run's own dataset for a run, and mnist5k otherwise. A verb
+# with another default resolves None itself, since set_defaults would rewrite the action all verbs share.
 DATA = _parent(
-    lambda p: p.add_argument("--data", help="a dataset name or path (default: the one it was trained on)"),
-    lambda p: p.add_argument("--data-root", help="where named datasets live (./data or $CNNLAB_DATA)"),
+    lambda p: p.add_argument(
+        "--data",
+        help="mnist5k, cifar10, cifar100, mnist, fashion_mnist, or a path (image folder, CIFAR, IDX); "
+        "default: a run's own dataset, else mnist5k",
+    ),
+    lambda p: p.add_argument(
+        "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
+    ),
 )
+DEVICE = _parent(lambda p: p.add_argument("--device", choices=DEVICES, default="auto"))
 
 
 def print_json(obj: Any) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import print_json
+from .common import JSON
 
 
-def cmd_convert(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..convert import convert_checkpoint
 
-    r = convert_checkpoint(args.source, args.model, args.file, args.out)
-    if args.json:
-        print_json(r)
-        return
+    return convert_checkpoint(args.source, args.model, args.file, args.out)
+
+
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     size, crop = "x".join(map(str, r["input_size"])), "x".join(map(str, r["input_size"][1:]))
     if r["class_names"] == "imagenet":
         inputs = f"ImageNet class names, shorter side {r['resize_size']} then centre {crop} crop"
@@ -38,6 +38,7 @@ def add(sub: Any) -> None:
 
     p = sub.add_parser(
         "convert",
+        parents=[JSON],
         help="turn a torchvision or timm checkpoint into a run directory",
         description="Reads FILE (.pth/.pt without running code, or .safetensors), renames its keys where "
         "cnnlab's differ, reads the number of classes and channels off its shapes, checks every key and "
@@ -54,5 +55,4 @@ def add(sub: Any) -> None:
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="a new or empty directory")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_convert)
+    p.set_defaults(func=run, show=show)

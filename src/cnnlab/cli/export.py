@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import print_json
+from .common import JSON
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..export import export_run
 
-    r = export_run(args.run_dir, args.format, args.out)
-    if args.json:
-        print_json(r)
-        return
+    return export_run(args.run_dir, args.format, args.out)
+
+
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     for c in r["checks"]:
         print(
             f"batch {c['batch']}: max abs diff {c['max_abs_diff']:.2e}, "
@@ -28,6 +28,7 @@ def add(sub: Any) -> None:
 
     p = sub.add_parser(
         "export",
+        parents=[JSON],
         help="write a run's model as ONNX, TorchScript or torch.export (pt2), checked against PyTorch",
         description="Exports the run's model with BatchNorm folded, batch axis dynamic, loads the file "
         "back and compares its logits with PyTorch's at batch sizes 1 and 3. The classes, mean, std "
@@ -36,5 +37,4 @@ def add(sub: Any) -> None:
     p.add_argument("run_dir")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default onnx (needs cnnlab[export])")
     p.add_argument("--out", metavar="FILE", help="default RUN_DIR/model.onnx, .ts or .pt2")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=run, show=show)

@@ -9,29 +9,30 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from .common import print_json
+from .common import JSON
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..report import build_report
 
     r = build_report(args.dirs, out=args.out, title=args.title)
-    if args.json:
-        print_json(r)
-    else:
-        for run in r["runs"]:
-            acc = run["test_acc"]
-            top1 = f"top-1 {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "no accuracy"
-            print(f"run {run['dir']}: {run['model']} on {run['dataset']}, {top1}")
-        for a in r["analyses"]:
-            problem = f" ({a['problem']})" if "problem" in a else ""
-            print(f"analysis {a['name']} from {a['dir']}{problem}")
-        for s in r["skipped"]:
-            print(f"left out {s['path']}: {s['reason']}")
-        images = f"{r['images']} image{'s' if r['images'] != 1 else ''}"
-        print(f"wrote {r['out']} ({r['bytes'] / 1e6:.1f} MB, {images} embedded)")
-    if args.open:
+    if args.open:  # with --json too; the page is written, whatever is printed about it after
         open_in_browser(Path(r["out"]))
+    return r
+
+
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
+    for run in r["runs"]:
+        acc = run["test_acc"]
+        top1 = f"top-1 {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "no accuracy"
+        print(f"run {run['dir']}: {run['model']} on {run['dataset']}, {top1}")
+    for a in r["analyses"]:
+        problem = f" ({a['problem']})" if "problem" in a else ""
+        print(f"analysis {a['name']} from {a['dir']}{problem}")
+    for s in r["skipped"]:
+        print(f"left out {s['path']}: {s['reason']}")
+    images = f"{r['images']} image{'s' if r['images'] != 1 else ''}"
+    print(f"wrote {r['out']} ({r['bytes'] / 1e6:.1f} MB, {images} embedded)")
 
 
 def open_in_browser(path: Path) -> None:
@@ -55,6 +56,7 @@ def open_in_browser(path: Path) -> None:
 def add(sub: Any) -> None:
     p = sub.add_parser(
         "report",
+        parents=[JSON],
         help="one self-contained HTML page with the figures and tables of runs and analyses",
         description="Search each DIR at any depth for run directories (result.json and config.json) and "
         "analyses (NAME.json beside NAME.png), and write one HTML page that shows them all, images "
@@ -64,5 +66,4 @@ def add(sub: Any) -> None:
     p.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
     p.add_argument("--title", help="the page's title (default: cnnlab report and the directory)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=run, show=show)

@@ -1,0 +1,62 @@
+"""`cnnlab models [PATTERN]`: the registered models, or one model's description in full."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from ..errors import CnnlabError
+from .common import JSON
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..models import describe_models
+
+    rows = describe_models(args.pattern)
+    if not rows:
+        raise CnnlabError(f"no model matches {args.pattern!r}; see `cnnlab models`")
+    return {"models": rows}
+
+
+def show(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result["models"]
+    console = Console()
+    if len(rows) == 1:  # one model: the whole paragraph
+        r = rows[0]
+        console.print(
+            f"[bold]{r['name']}[/bold] ({r['family']}): {r['params']:,} parameters for 1000 classes; "
+            f"input {'x'.join(map(str, r['default_input_size']))}, at least "
+            f"{r['min_input_size']}x{r['min_input_size']}\n{r['description']}",
+            highlight=False,
+        )
+        return
+    table = Table(title=f"{len(rows)} models (parameters for 1000 classes, 3 channels)")
+    for col, justify in (
+        ("name", "left"),
+        ("family", "left"),
+        ("params", "right"),
+        ("min input", "right"),
+        ("description", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        first_sentence = re.split(r"(?<!et al)\.\s", r["description"], maxsplit=1)[0].rstrip(".") + "."
+        table.add_row(
+            r["name"],
+            r["family"],
+            f"{r['params']:,}",
+            f"{r['min_input_size']}x{r['min_input_size']}",
+            first_sentence,
+        )
+    console.print(table)
+    console.print("`cnnlab models NAME` prints one model's description in full.")
+
+
+def add(sub: Any) -> None:
+    p = sub.add_parser("models", parents=[JSON], help="list the registered models")
+    p.add_argument("pattern", nargs="?", help="a shell pattern, e.g. 'resnet*'")
+    p.set_defaults(func=run, show=show)

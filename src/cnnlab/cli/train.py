@@ -1,0 +1,134 @@
+"""`cnnlab train`: train a model and write a run directory (the only verb that imports the trainer)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+from typing import Any
+
+from ..errors import CnnlabError
+from .common import DATA, DEVICE, SEED
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """``["k=5", "metric=cosine"]`` -> ``{"k": 5, "metric": "cosine"}``: numbers, booleans and None
+    are read as Python literals, anything else stays a string."""
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CnnlabError(f"--model-arg takes KEY=VALUE, e.g. --model-arg k=5; got {item!r}")
+        # Python's parser answers deep nesting ("-----...1", "[[[[...") with MemoryError or
+        # RecursionError: that is text too, not an exhausted machine.
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            kwargs[key] = text
+    return kwargs
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..train import TrainConfig, fit, resume
+
+    if args.resume and args.init:
+        raise CnnlabError("--init starts a new run and --resume continues one: give one of them, not both")
+    if args.resume:
+        resume(args.resume, live=False if args.no_progress else None)
+        return
+
+    # Every flag of `train` is named after the TrainConfig field it sets; a --data not given is the
+    # config's own default.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and not (k == "data" and v is None)}
+    config = TrainConfig(
+        **given, download=not args.no_download, model_kwargs=parse_model_args(args.model_arg)
+    )
+    fit(config, live=False if args.no_progress else None)  # prints its own progress and result
+
+
+def show(result: Any, args: argparse.Namespace) -> None:  # never called: run prints as it trains
+    pass
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on an unreadable image in an image folder instead of skipping it",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model's builder, e.g. k=5 or metric=cosine for knn (repeatable)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize every image to this side (e.g. 64 for models that need more than 28x28)",
+    )
+
+
+def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
+    from ..runtime import PRECISIONS
+    from ..train.schedule import SCHEDULES
+
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument(
+        "--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}"
+    )
+    p.add_argument(
+        "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
+    )
+    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="NHWC memory layout (default: where it is faster, on CPU and CUDA)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics of the global batch, as one process computes them",
+    )
+
+
+def add(sub: Any) -> None:
+    from ..train.loop import DEFAULT_MODEL, TrainConfig
+
+    d = TrainConfig()  # --seed and --device come with the parents' defaults, 0 and auto, as TrainConfig's
+    p = sub.add_parser(
+        "train",
+        parents=[DATA, SEED, DEVICE],
+        help="train a model and write a run directory",
+        description="Train a model; with no arguments, ResNet-20 on the embedded mnist5k digits.",
+    )
+    p.add_argument(  # default None: with --init, "not given" means the init run's model
+        "--model",
+        help=f"a registered model (default {DEFAULT_MODEL}, or the --init run's; see `cnnlab models`)",
+    )
+    _add_data_options(p)
+    _add_optimization_options(p, d)
+    p.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from the weights of RUN_DIR (a trained or converted run); layers whose shape depends "
+        "on the number of classes get a new initialisation",
+    )
+    p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, with its own settings",
+    )
+    p.set_defaults(func=run, show=show)
