@@ -25,6 +25,7 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_models_json_lists_the_resnets_with_counts(cli):
     proc = cli("models", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -36,6 +37,7 @@ def test_models_json_lists_the_resnets_with_counts(cli):
     assert len(set(descriptions)) == len(rows) and min(map(len, descriptions)) > 40
 
 
+@pytest.mark.slow
 def test_summary_json_has_params_and_layers(cli):
     proc = cli("summary", "resnet20", "--input", "1x28x28", "--num-classes", "10", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -52,6 +54,7 @@ def test_summary_json_has_params_and_layers(cli):
     }
 
 
+@pytest.mark.slow
 def test_summary_table_is_printed(cli):
     proc = cli("summary", "resnet18")
     assert proc.returncode == 0 and "11,689,512" in proc.stdout and "layer4.1.conv2" in proc.stdout
@@ -70,6 +73,7 @@ def test_summary_table_is_printed(cli):
         (["frobnicate"], ["invalid choice"]),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_are_one_line_without_traceback(cli, tmp_path, args, needles):
     proc = cli(*args, cwd=tmp_path)
     assert_one_line_error(proc, *needles)
@@ -83,6 +87,7 @@ def test_the_shared_options_default_as_the_trainer_does():
     assert args.data is None and d.data == "mnist5k"  # None: run() leaves TrainConfig's default
 
 
+@pytest.mark.slow
 def test_train_prints_one_plain_line_per_epoch_off_a_terminal(trained_run):
     lines = (trained_run.parent / "train.stdout").read_text().splitlines()
     epochs = [line for line in lines if line.startswith("epoch ")]
@@ -91,6 +96,7 @@ def test_train_prints_one_plain_line_per_epoch_off_a_terminal(trained_run):
     assert lines[-1].startswith("test accuracy") and "\x1b[" not in "".join(lines)  # no escape codes
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_training_result(cli, trained_run):
     proc = cli("eval", str(trained_run), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -100,6 +106,7 @@ def test_eval_reproduces_the_training_result(cli, trained_run):
     assert result["test_acc"] == pytest.approx(trained["test_acc"], abs=0.005)
 
 
+@pytest.mark.slow
 def test_predict_labels_real_digits(cli, trained_run, tmp_path):
     d = data.load("mnist5k")
     paths = []
@@ -122,6 +129,7 @@ def test_predict_labels_real_digits(cli, trained_run, tmp_path):
     assert [p["top"][0]["index"] for p in preds] == expected
 
 
+@pytest.mark.slow
 def test_predict_unreadable_image_is_one_line(cli, trained_run, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
@@ -129,6 +137,7 @@ def test_predict_unreadable_image_is_one_line(cli, trained_run, tmp_path):
     assert_one_line_error(cli("predict", str(trained_run), str(tmp_path / "missing.png")), "missing.png")
 
 
+@pytest.mark.slow
 def test_knn_trains_by_storing_the_training_set(cli, tmp_path):
     out = tmp_path / "knn"
     proc = cli(
@@ -144,6 +153,7 @@ def test_knn_trains_by_storing_the_training_set(cli, tmp_path):
     assert evaluated["test_acc"] == result["test_acc"]  # the stored set came back with the weights
 
 
+@pytest.mark.slow
 def test_linear_trains_without_random_crops(cli, tmp_path):
     out = tmp_path / "linear"
     proc = cli("train", "--model", "linear", "--epochs", "1", "--out", str(out))
@@ -151,12 +161,14 @@ def test_linear_trains_without_random_crops(cli, tmp_path):
     assert json.loads((out / "config.json").read_text())["train"]["padding"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arg", "needle"), [("cosine", "KEY=VALUE"), ("metrc=cosine", "unexpected keyword")])
 def test_bad_model_arg_is_one_line(cli, tmp_path, arg, needle):
     assert_one_line_error(cli("train", "--model", "knn", "--model-arg", arg, cwd=tmp_path), needle)
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_analyze_rf_reads_a_run_directory(trained_run, tmp_path, capsys):
     args = ["analyze", "rf", str(trained_run), "--images", "3", "--out", str(tmp_path), "--json"]
     assert cnnlab_main(args) == 0

@@ -62,6 +62,7 @@ def write_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_convert_round_trip(case: str, suffix: str, models, tmp_path: Path) -> None:
@@ -98,6 +99,7 @@ def test_efficientnet_input_size_is_its_resolution(tmp_path: Path) -> None:
     assert b3.default_input_size == (3, 300, 300)  # what convert writes as input_size, as for b0 above
 
 
+@pytest.mark.slow
 def test_ddp_nested_and_old_checkpoint(models, tmp_path: Path) -> None:
     """`module.` prefixes, a {"state_dict": ...} wrapper, fp16 tensors, no num_batches_tracked."""
     model = models["resnet18"]
@@ -132,6 +134,7 @@ def broken(state: dict[str, torch.Tensor], how: str) -> tuple[dict[str, torch.Te
     return state, "layer2.0.bn1.weight"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["missing", "surplus", "shape"])
 def test_mismatch_is_one_line_and_writes_nothing(how: str, resnet18_state, tmp_path: Path, cli) -> None:
     state, key = broken(resnet18_state, how)
@@ -161,6 +164,7 @@ class Trap:
         return (pathlib.Path.touch, (self.path,))
 
 
+@pytest.mark.slow
 def test_trapped_pickle_is_refused(tmp_path: Path, cli) -> None:
     victim = tmp_path / "pwned"
     file = tmp_path / "trap.pth"
@@ -174,6 +178,7 @@ def test_trapped_pickle_is_refused(tmp_path: Path, cli) -> None:
     assert not victim.exists() and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_cli_json_then_predict(models, tmp_path: Path, cli) -> None:
     from PIL import Image
 
@@ -218,6 +223,7 @@ def read_fixture(name: str) -> dict:
         return json.load(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", reference_fixtures.COVERAGE)
 def test_reference_model_converts_with_equal_logits(name: str) -> None:
     """The reference model's keys, filled from their names, give the reference's logits in cnnlab."""
@@ -230,6 +236,7 @@ def test_reference_model_converts_with_equal_logits(name: str) -> None:
     assert relative_difference(logits, torch.tensor(fixture["logits"])) < 1e-4
 
 
+@pytest.mark.slow
 def test_timm_efficientnet_keeps_its_batchnorm_eps(tmp_path: Path) -> None:
     """timm's B5 has BN eps 1e-5 where torchvision's (and cnnlab's default) has 1e-3: the run records
     it, and load_run's model gives timm's logits, which cnnlab's default B5 would not."""
@@ -260,6 +267,7 @@ def test_googlenet_without_auxiliary_heads(tmp_path: Path) -> None:
     assert relative_difference(logits, torch.tensor(fixture["logits"])) < 1e-4
 
 
+@pytest.mark.slow
 def test_predict_on_a_converted_imagenet_model_reads_like_torchvision(tmp_path: Path, cli) -> None:
     """ImageNet's names, and the image prepared as torchvision evaluates: shorter side to 256
     (bilinear), centre 224 crop, ImageNet mean and std."""
@@ -316,6 +324,7 @@ def test_timm_and_torchvision_preprocessing() -> None:
     assert (se.crop, se.resize, se.interpolation) == (224, 235, "bicubic")
 
 
+@pytest.mark.slow
 def test_exported_converted_model_states_its_preprocessing(tmp_path: Path) -> None:
     from cnnlab.export import export_run
 

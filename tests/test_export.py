@@ -61,6 +61,7 @@ def _reference(run: Path, x: torch.Tensor) -> torch.Tensor:
         return cnnlab.load_run(run)(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, _ in FAMILIES])
 def test_onnx_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> None:
     ort = pytest.importorskip("onnxruntime")
@@ -79,6 +80,7 @@ def test_onnx_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> No
     assert json.loads(props["cnnlab"])["mean"] == [0.5, 0.4, 0.3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, _ in FAMILIES if name != "dcn_resnet20"])
 def test_torchscript_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> None:
     out = tmp_path / f"{name}.ts"
@@ -99,6 +101,7 @@ def test_deformable_conv_does_not_trace_to_torchscript(runs: dict[str, Path], tm
         export_run(runs["dcn_resnet20"], "torchscript", tmp_path / "dcn.ts")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dcn_resnet20"])  # the one model TorchScript cannot take
 def test_pt2_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> None:
     out = tmp_path / f"{name}.pt2"
@@ -112,6 +115,7 @@ def test_pt2_round_trip(runs: dict[str, Path], tmp_path: Path, name: str) -> Non
         assert relative_difference(loaded(x), _reference(runs[name], x)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_cli_json(cli, runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "sub" / "resnet20.ts"
     proc = cli("export", str(runs["resnet20"]), "--format", "torchscript", "--out", str(out), "--json")
@@ -122,6 +126,7 @@ def test_cli_json(cli, runs: dict[str, Path], tmp_path: Path) -> None:
     assert {"max_abs_diff", "max_rel_diff", "checks", "exporter", "input_size"} <= set(r)
 
 
+@pytest.mark.slow
 def test_cli_missing_run_dir_is_one_line(cli, tmp_path: Path) -> None:
     proc = cli("export", str(tmp_path / "nope"), "--format", "torchscript", "--out", str(tmp_path / "m.ts"))
     assert proc.returncode == 2

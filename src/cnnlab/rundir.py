@@ -183,7 +183,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def read_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not _exists(run_dir) or not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     return RunConfig.from_json(read_json(run_dir / CONFIG), str(run_dir / CONFIG))
 
@@ -239,6 +239,14 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
     atomic_write(path, png_bytes(fig, dpi=110))
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, with a name the file system refuses (too long, say) as a RunDirError."""
+    try:
+        return path.exists()
+    except OSError as e:
+        raise RunDirError(f"cannot use {str(path)[:80]!r}: {e.strerror or first_line(e)}") from None
+
+
 def check_new_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if _exists(run_dir) and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise CnnlabError(f"{run_dir} already exists and is not empty; choose another --out")

@@ -14,15 +14,19 @@ from ..models import check_input_size, create_model, min_input_size
 from ..text import first_line
 from .costs import model_costs
 
+MAX_INPUT = 2**16  # channels or pixels a side
+
 
 def parse_input(text: str) -> tuple[int, int, int]:
     """``"3x224x224"`` -> (3, 224, 224)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not m or min(int(g) for g in m.groups()) < 1:
+    m = re.fullmatch(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*", text)
+    sizes = [int(g) for g in m.groups()] if m else []
+    if not sizes or not all(1 <= n <= MAX_INPUT for n in sizes):
         raise CnnlabError(
-            f"--input must be written CxHxW with positive numbers, e.g. 3x224x224; got {text!r}"
+            f"--input must be written CxHxW with numbers from 1 to {MAX_INPUT}, e.g. 3x224x224; "
+            f"got {text[:40]!r}"
         )
-    return int(m[1]), int(m[2]), int(m[3])
+    return sizes[0], sizes[1], sizes[2]
 
 
 def count_params(model: nn.Module) -> int:

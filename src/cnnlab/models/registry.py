@@ -22,6 +22,9 @@ from ..errors import CnnlabError, InputSizeError, UnknownNameError
 
 Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
+# Beyond these a head or a stem would not fit in any memory; refused in one line instead.
+MAX_CLASSES = 2**24
+MAX_CHANS = 2**16
 
 
 def register(fn: Builder) -> Builder:
@@ -65,9 +68,10 @@ def _entrypoint(name: str) -> Builder:
 def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs: object) -> nn.Module:
     """Build a registered model with freshly initialized weights."""
     builder = _entrypoint(name)
-    if num_classes < 1 or in_chans < 1:
+    if not (1 <= num_classes <= MAX_CLASSES and 1 <= in_chans <= MAX_CHANS):
         raise CnnlabError(
-            f"{name}: num_classes and in_chans must be positive, got {num_classes} and {in_chans}"
+            f"{name}: num_classes must be from 1 to {MAX_CLASSES:,} and in_chans from 1 to {MAX_CHANS:,}, "
+            f"got {num_classes} and {in_chans}"
         )
     try:
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -5,6 +5,7 @@ size leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from .progress import TrainProgress
 from .schedule import default_lr, make_optimizer
 
 DEFAULT_MODEL = "resnet20"
+MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
 
 
 @dataclass
@@ -64,13 +66,27 @@ class TrainConfig:
     init: str | None = None  # a run directory whose weights start the training (finetune.py)
 
     def check(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr is not None and not self.lr > 0:
-            raise CnnlabError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.label_smoothing < 1:
-            raise CnnlabError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        """Each setting in its range, or one line naming the flag (NaN and inf fail every range)."""
+        # (value, lowest, highest, whether the lowest itself is refused, whether the highest is)
+        ranges: dict[str, tuple[float | None, float, float, bool, bool]] = {
+            "epochs": (self.epochs, 1, 1_000_000, False, False),
+            "batch_size": (self.batch_size, 1, 2**24, False, False),
+            "lr": (self.lr, 0, math.inf, True, True),
+            "momentum": (self.momentum, 0, 1, False, True),
+            "weight_decay": (self.weight_decay, 0, 1, False, False),
+            "warmup_epochs": (self.warmup_epochs, 0, 1_000_000, False, False),
+            "label_smoothing": (self.label_smoothing, 0, 1, False, True),
+            "padding": (self.padding, 0, MAX_SIDE, False, False),
+            "image_size": (self.image_size, 1, MAX_SIDE, False, False),
+        }
+        for name, (value, low, high, low_open, high_open) in ranges.items():
+            if value is None:
+                continue
+            above = value > low if low_open else value >= low
+            below = value < high if high_open else value <= high
+            if not (above and below):
+                interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+                raise CnnlabError(f"--{name.replace('_', '-')} must be in {interval}, got {value}")
 
 
 def default_run_dir(model: str, data: str) -> Path:
