@@ -330,15 +330,7 @@ def bench(
     --json``). ``channels_last`` None takes this machine's default; ``naive`` overrides precision,
     layout and compilation (eager, fp32, NCHW, no fusion). ``steps`` in the result is the number of
     timed steps, at least the ``steps`` asked for."""
-    if mode not in MODES:
-        raise CnnlabError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    if precision not in PRECISIONS:
-        raise CnnlabError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if batch_size < 1 or steps < 1 or warmup < 0 or min_seconds < 0:
-        raise CnnlabError(
-            "--batch-size and --steps must be at least 1, --warmup and --min-seconds at least 0; "
-            f"got {batch_size}, {steps}, {warmup}, {min_seconds}"
-        )
+    _check_settings(mode, precision, batch_size, steps, warmup, min_seconds)
     dev = resolve_device(device)
     summary = check_models([model_name], input_size, num_classes)[model_name]
     size: tuple[int, int, int] = tuple(summary["input"])  # type: ignore[assignment]
@@ -359,21 +351,7 @@ def bench(
         model = prepare_for_inference(model.eval(), naive, bool(channels_last))
     else:
         model.train()
-
-    compile_error = None
-    step = make_step(model, mode, x, y, dev, dtype)
-    if compile:
-        try:
-            compiled = make_step(model, mode, x, y, dev, dtype, forward=torch.compile(model))
-            compiled()  # compilation happens on the first call: that is where it fails
-            step = compiled
-        except Exception as e:  # any failure of the compiler stack: the eager numbers still mean something
-            compile_error = _one_line(e)
-            print(
-                f"cnnlab bench: warning: torch.compile failed for {model_name} ({compile_error}); "
-                "timing eager instead",
-                file=sys.stderr,
-            )
+    step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
     times = time_steps(step, dev, steps, warmup, min_seconds)
     seconds = statistics.median(times)
     images_per_s = batch_size / seconds
@@ -408,6 +386,47 @@ def bench(
     if compile_error is not None:
         result["compile_error"] = compile_error
     return result
+
+
+def _check_settings(
+    mode: str, precision: str, batch_size: int, steps: int, warmup: int, min_seconds: float
+) -> None:
+    if mode not in MODES:
+        raise CnnlabError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if precision not in PRECISIONS:
+        raise CnnlabError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if batch_size < 1 or steps < 1 or warmup < 0 or min_seconds < 0:
+        raise CnnlabError(
+            "--batch-size and --steps must be at least 1, --warmup and --min-seconds at least 0; "
+            f"got {batch_size}, {steps}, {warmup}, {min_seconds}"
+        )
+
+
+def _step(
+    name: str,
+    model: nn.Module,
+    mode: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dev: torch.device,
+    dtype: torch.dtype | None,
+    compile: bool,
+) -> tuple[Callable[[], None], str | None]:
+    """The step to time, compiled if asked and if torch.compile manages; else eager, and why."""
+    step = make_step(model, mode, x, y, dev, dtype)
+    if not compile:
+        return step, None
+    try:
+        compiled = make_step(model, mode, x, y, dev, dtype, forward=torch.compile(model))
+        compiled()  # compilation happens on the first call: that is where it fails
+        return compiled, None
+    except Exception as e:  # any failure of the compiler stack: the eager numbers still mean something
+        error = _one_line(e)
+        print(
+            f"cnnlab bench: warning: torch.compile failed for {name} ({error}); timing eager instead",
+            file=sys.stderr,
+        )
+        return step, error
 
 
 def sweep_configs(device: torch.device, compile: bool = False) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from . import imagenet, rundir
 from .errors import CnnlabError
 from .models import create_model, dependent_tensors, min_input_size, model_family, size_in
 from .runconfig import DataInfo, RunConfig
+from .text import first_line, name_some
 
 SOURCES = ("torchvision", "timm")
 SHOWN = 5  # offending keys named in an error; the rest are counted
@@ -67,11 +68,6 @@ _TIMM_SEPARABLE = {"conv_dw": "0.0", "bn1": "0.1", "se": "1", "conv_pw": "2.0", 
 _TIMM_SE = {"conv_reduce": "fc1", "conv_expand": "fc2"}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of a ``.pth``/``.pt`` (plain tensors only: a pickle asking for code is refused) or
     ``.safetensors`` file, unwrapped from ``{"state_dict": ...}`` or ``{"model": ...}``."""
@@ -86,7 +82,7 @@ def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             obj: Any = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
-            raise CnnlabError(f"cannot read {path} as safetensors: {_first_line(e)}") from None
+            raise CnnlabError(f"cannot read {path} as safetensors: {first_line(e)}") from None
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
         obj = rundir.load_tensors(Path(path), "weights")
     else:
@@ -100,7 +96,7 @@ def read_state_dict(file: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CnnlabError(f"{path} holds no state_dict (a dict of parameter names to tensors)")
     others = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if others:
-        raise CnnlabError(f"{path} is not a state_dict: {_name_some(others)} are not tensors")
+        raise CnnlabError(f"{path} is not a state_dict: {name_some(others, SHOWN)} are not tensors")
     return dict(obj)
 
 
@@ -166,11 +162,6 @@ def _model_kwargs(source: str, name: str, state: dict[str, torch.Tensor]) -> dic
     return {}
 
 
-def _name_some(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOWN])
-    return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
-
-
 def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
     """Every key present, none surplus, every shape equal, or a one-line CnnlabError."""
     missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
@@ -182,11 +173,11 @@ def check_fit(name: str, model_state: dict[str, torch.Tensor], state: dict[str, 
     ]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing: {_name_some(missing)}")
+        problems.append(f"{len(missing)} missing: {name_some(missing, SHOWN)}")
     if surplus:
-        problems.append(f"{len(surplus)} surplus: {_name_some(surplus)}")
+        problems.append(f"{len(surplus)} surplus: {name_some(surplus, SHOWN)}")
     if shapes:
-        problems.append(f"{len(shapes)} of another shape: {_name_some(shapes)}")
+        problems.append(f"{len(shapes)} of another shape: {name_some(shapes, SHOWN)}")
     if problems:
         raise CnnlabError(
             f"the checkpoint does not fit cnnlab's {name}: {'; '.join(problems)}; nothing was written"
@@ -246,28 +237,7 @@ def convert_checkpoint(
     num_classes, in_chans = built["num_classes"], built["in_chans"]
     params = sum(p.numel() for p in net.parameters())
 
-    if num_classes == imagenet.NUM_CLASSES and in_chans == 3:
-        prep = imagenet.preprocessing(source, model)
-        data = DataInfo(
-            name="imagenet",
-            source="imagenet",
-            classes=list(imagenet.class_names()),
-            mean=list(prep.mean),
-            std=list(prep.std),
-            input_size=[3, prep.crop, prep.crop],
-            resize_size=prep.resize,
-            interpolation=prep.interpolation,
-        )
-    else:  # unknown classes and statistics: placeholders keep predict's output readable
-        side = getattr(net, "default_input_size", (in_chans, 224, 224))[-1]
-        data = DataInfo(
-            name="converted",
-            source="converted",
-            classes=[f"class {i}" for i in range(num_classes)],
-            mean=list(imagenet.MEAN) if in_chans == 3 else [0.5] * in_chans,
-            std=list(imagenet.STD) if in_chans == 3 else [0.5] * in_chans,
-            input_size=[in_chans, side, side],
-        )
+    data = _data_info(source, model, net, num_classes, in_chans)
     config = RunConfig(
         **built,
         params=params,
@@ -299,6 +269,32 @@ def convert_checkpoint(
     }
 
 
+def _data_info(source: str, model: str, net: nn.Module, num_classes: int, in_chans: int) -> DataInfo:
+    """ImageNet's class names and the library's preprocessing for an ImageNet model; else placeholders."""
+    if num_classes == imagenet.NUM_CLASSES and in_chans == 3:
+        prep = imagenet.preprocessing(source, model)
+        return DataInfo(
+            name="imagenet",
+            source="imagenet",
+            classes=list(imagenet.class_names()),
+            mean=list(prep.mean),
+            std=list(prep.std),
+            input_size=[3, prep.crop, prep.crop],
+            resize_size=prep.resize,
+            interpolation=prep.interpolation,
+        )
+    # Unknown classes and statistics: placeholders keep predict's output readable.
+    side = getattr(net, "default_input_size", (in_chans, 224, 224))[-1]
+    return DataInfo(
+        name="converted",
+        source="converted",
+        classes=[f"class {i}" for i in range(num_classes)],
+        mean=list(imagenet.MEAN) if in_chans == 3 else [0.5] * in_chans,
+        std=list(imagenet.STD) if in_chans == 3 else [0.5] * in_chans,
+        input_size=[in_chans, side, side],
+    )
+
+
 @torch.no_grad()
 def _round_trip(net: nn.Module, run_dir: Path) -> float:
     """``load_run`` must give back the very tensors, and the same logits on a small input."""
@@ -306,7 +302,7 @@ def _round_trip(net: nn.Module, run_dir: Path) -> float:
     ours, theirs = net.state_dict(), loaded.state_dict()
     differ = [k for k, v in ours.items() if k not in theirs or not torch.equal(v, theirs[k])]
     if differ:
-        raise CnnlabError(f"{run_dir} does not load back the converted weights: {_name_some(differ)}")
+        raise CnnlabError(f"{run_dir} does not load back the converted weights: {name_some(differ, SHOWN)}")
     c = loaded.data_config.input_size[0]  # type: ignore[attr-defined]
     side = max(min_input_size(net), 64)
     x = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(0))

@@ -21,7 +21,6 @@ from typing import Any
 from rich.console import Console
 
 from ..runtime import DEVICES
-from ..text import si
 
 # What str.splitlines breaks at: a value typed with a line break in it must not split an error in two.
 _LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
@@ -80,9 +79,6 @@ def _wide_console() -> Console:
     """A console for wide tables: off a terminal rich assumes 80 columns and would cut layer names."""
     console = Console()
     return console if console.is_terminal else Console(width=150)
-
-
-_si = si  # the CLI modules' short name for it
 
 
 def _print_files(console: Console, result: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import JSON, _si, _wide_console
+from ..text import si
+from .common import JSON, _wide_console
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def show(s: dict[str, Any], args: argparse.Namespace) -> None:
             layer["type"],
             "x".join(map(str, layer["output_shape"])),
             f"{layer['params']:,}",
-            _si(layer["macs"]) if layer["macs"] else "",
+            si(layer["macs"]) if layer["macs"] else "",
             "" if rf is None else str(rf),
             "" if layer["stride"] is None else str(layer["stride"]),
         )
@@ -45,7 +46,7 @@ def show(s: dict[str, Any], args: argparse.Namespace) -> None:
     console.print(table)
     console.print(
         f"parameters: {s['params']:,} (trainable {s['trainable_params']:,}); "
-        f"MACs: {s['macs']:,} ({_si(s['macs'])}); "
+        f"MACs: {s['macs']:,} ({si(s['macs'])}); "
         f"receptive field: {s['receptive_field']}x{s['receptive_field']} px at stride {s['stride']}; "
         f"output {'x'.join(map(str, s['output_shape']))}; "
         f"minimum input {s['min_input_size']}x{s['min_input_size']}",

@@ -10,18 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import text
+
 SHORT = 12  # at most this many items for a list or dict to count as short enough for one table cell
 SHORT_TEXT = 90  # ...and at most this many characters once written out
 MAX_ROWS = 60  # a list of records longer than this is left to the JSON
 MAX_DEPTH = 2  # how deep into nested dicts the numbers are looked for
 FLATTEN = 4  # a dict of at most this many scalars is shown as "key › inner key" tiles
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
 
 
 def _is_scalar(v: Any) -> bool:
@@ -36,7 +31,7 @@ def fmt(v: Any, si: bool = True) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int):
-        return f"{v:,}" if abs(v) < 1_000_000 or not si else f"{v:,} ({_si(v)})"
+        return f"{v:,}" if abs(v) < 1_000_000 or not si else f"{v:,} ({text.si(v)})"
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
     if isinstance(v, list):

@@ -30,8 +30,7 @@ from torch import nn
 from .. import rundir
 from ..errors import CnnlabError
 from ..models import dependent_tensors, size_in
-
-SHOWN = 4  # tensors named in an error or a summary; the rest are counted
+from ..text import name_some
 
 
 def init_architecture(
@@ -73,45 +72,10 @@ def init_from_run(
     ours, theirs = model.state_dict(), source.state_dict()
     head = dependent_tensors(name, "num_classes", **kwargs)
     stem = dependent_tensors(name, "in_chans", **kwargs)
-    new_classes = size_in(ours, head)
-    run_classes = size_in(theirs, head)
-    if new_classes is None or run_classes is None:  # no dimension is the class count itself
-        classes_differ = any(k in theirs and theirs[k].shape != ours[k].shape for k in head if k in ours)
-    else:
-        classes_differ = new_classes != run_classes
-
-    state: dict[str, Any] = {}
-    new: list[str] = []
-    summed: list[str] = []
-    missing: list[str] = []
-    shapes: list[str] = []
-    for key, mine in ours.items():
-        # Extra state describes the new model's own set-up (the linear classifier's input shape, fixed
-        # by the trainer's dry run on the new data), not something learnt: it stays.
-        if _is_extra(key):
-            state[key] = mine
-            continue
-        if key in head and classes_differ:
-            state[key] = mine
-            new.append(key)
-            continue
-        if key not in theirs:
-            missing.append(key)
-            continue
-        value = theirs[key]
-        dim = stem.get(key)
-        # Where the channels are no single dimension (the linear classifier's C x H x W weight), a
-        # change is reported below as a shape like any other.
-        if dim is not None and value.dim() == mine.dim() and value.shape[dim] != mine.shape[dim]:
-            value = _gray_stem(run, key, value, mine.shape[dim], dim)
-            summed.append(key)
-        if value.shape != mine.shape:
-            shapes.append(f"{key} {list(value.shape)} (new model: {list(mine.shape)})")
-            continue
-        state[key] = value
+    state, new, summed, missing, shapes = _match(run, ours, theirs, head, stem)
     surplus = [k for k in theirs if k not in ours and not _is_extra(k)]
     problems = [
-        f"{len(keys)} {what}: {_name_some(keys)}"
+        f"{len(keys)} {what}: {name_some(keys)}"
         for what, keys in (("missing", missing), ("surplus", surplus), ("of another shape", shapes))
         if keys
     ]
@@ -130,21 +94,63 @@ def init_from_run(
     }
 
 
+def _classes_differ(ours: dict[str, Any], theirs: dict[str, Any], head: dict[str, int | None]) -> bool:
+    new_classes, run_classes = size_in(ours, head), size_in(theirs, head)
+    if new_classes is None or run_classes is None:  # no dimension is the class count itself
+        return any(k in theirs and theirs[k].shape != ours[k].shape for k in head if k in ours)
+    return new_classes != run_classes
+
+
+def _match(
+    run: Path,
+    ours: dict[str, Any],
+    theirs: dict[str, Any],
+    head: dict[str, int | None],
+    stem: dict[str, int | None],
+) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
+    """The state to load, and the keys that are new, summed over the channels, missing or of another
+    shape."""
+    classes_differ = _classes_differ(ours, theirs, head)
+    state: dict[str, Any] = {}
+    new: list[str] = []
+    summed: list[str] = []
+    missing: list[str] = []
+    shapes: list[str] = []
+    for key, mine in ours.items():
+        # Extra state describes the new model's own set-up (the linear classifier's input shape, fixed
+        # by the trainer's dry run on the new data), not something learnt: it stays.
+        if _is_extra(key) or (key in head and classes_differ):
+            state[key] = mine
+            if not _is_extra(key):
+                new.append(key)
+            continue
+        if key not in theirs:
+            missing.append(key)
+            continue
+        value = theirs[key]
+        dim = stem.get(key)
+        # Where the channels are no single dimension (the linear classifier's C x H x W weight), a
+        # change is reported below as a shape like any other.
+        if dim is not None and value.dim() == mine.dim() and value.shape[dim] != mine.shape[dim]:
+            value = _gray_stem(run, key, value, mine.shape[dim], dim)
+            summed.append(key)
+        if value.shape != mine.shape:
+            shapes.append(f"{key} {list(value.shape)} (new model: {list(mine.shape)})")
+            continue
+        state[key] = value
+    return state, new, summed, missing, shapes
+
+
 def describe(info: Mapping[str, Any]) -> str:
     """One line for the training log: what came from the init run and what did not."""
     line = f"init: {info['from_run']} tensors from {info['run']}"
     if info["summed"]:
-        line += f" ({len(info['summed'])} summed over the input channels: {_name_some(info['summed'])})"
-    return line + f", {len(info['new'])} new" + (f" ({_name_some(info['new'])})" if info["new"] else "")
+        line += f" ({len(info['summed'])} summed over the input channels: {name_some(info['summed'])})"
+    return line + f", {len(info['new'])} new" + (f" ({name_some(info['new'])})" if info["new"] else "")
 
 
 def _is_extra(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "_extra_state"
-
-
-def _name_some(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOWN])
-    return shown + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
 def _gray_stem(run: Path, key: str, value: torch.Tensor, want: int, dim: int) -> torch.Tensor:
