@@ -95,7 +95,8 @@ def add(sub: Any) -> None:
         parents=[DEVICE, JSON],
         help="time training or inference steps of models on synthetic data: images/s, GFLOP/s, utilization",
         description="Times steps on one synthetic batch (median after warm-up) and compares the achieved "
-        "GFLOP/s with a matrix-multiply probe of the same precision. --sweep runs, per model, the naive "
+        "GFLOP/s with a probe of the machine's peak in the same precision (the best of large matrix "
+        "products and convolutions). --sweep runs, per model, the naive "
         "baseline (eager, fp32, NCHW) and each precision in each memory layout. --json prints "
         '{"results": [one object per row]}.',
     )
