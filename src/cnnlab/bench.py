@@ -218,15 +218,21 @@ def peak_probe(
 
 
 def _cpu_model() -> str:
-    """The CPU's marketing name: /proc/cpuinfo on Linux, whatever ``platform`` knows elsewhere."""
+    """The CPU's marketing name, with its family, model and stepping where the OS tells them (two
+    generations can share one name: "AMD EPYC" is Zen 4 as family 25 and Zen 5 as family 26)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():  # the end of the first CPU's block
+                    break
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    return f"{name} ({', '.join(ids)})" if ids else name
 
 
 def machine() -> dict[str, Any]:
