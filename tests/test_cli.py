@@ -65,7 +65,7 @@ def test_summary_table_is_printed(cli):
     [
         (["train", "--model", "resnet2"], ["unknown model", "resnet20"]),
         (["train", "--data", "nowhere/at/all"], ["unknown dataset", "nowhere/at/all"]),
-        (["train", "--model", "resnet18"], ["at least 32x32"]),
+        (["train", "--model", "resnet18", "--image-size", "16"], ["at least 32x32"]),
         (["train", "--epochs", "many"], ["invalid int value"]),
         (["summary", "resnet18", "--input", "3x16x16"], ["at least 32x32"]),
         (["summary", "resnet18", "--input", "224x224"], ["CxHxW"]),

@@ -88,7 +88,7 @@ def test_load_run_rejects_a_run_from_another_version(trained_run, tmp_path):
     [
         ({"model": "resnet2"}, UnknownNameError),
         ({"data": "no/such/folder"}, UnknownNameError),
-        ({"model": "resnet18"}, InputSizeError),  # 28x28 digits are below its 32x32 minimum
+        ({"model": "resnet18", "image_size": 16}, InputSizeError),  # below its 32x32 minimum, as asked
         ({"epochs": 0}, CnnlabError),
         ({"lr": -1.0}, CnnlabError),
         ({"precision": "int4"}, CnnlabError),
@@ -117,3 +117,56 @@ def test_schedules_warm_up_peak_and_decay(schedule):
     peak = values.index(max(values))
     assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values[: peak + 1]))
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values[peak:]))
+
+
+@pytest.mark.parametrize(
+    ("images", "epochs", "said"),
+    [(4000, 12, False), (1400, 36, True), (300, 180, True)],  # 31, 10 and 2 steps an epoch at batch 128
+)
+def test_a_small_dataset_gets_the_minimum_number_of_steps(images, epochs, said):
+    from cnnlab.train.loop import _epochs
+
+    notes: list[str] = []
+    steps_per_epoch = max(1, images // 128)
+    assert _epochs(TrainConfig(), steps_per_epoch, notes) == epochs
+    assert epochs * steps_per_epoch >= TrainConfig().min_steps
+    assert bool(notes) == said
+    assert _epochs(TrainConfig(epochs=3), steps_per_epoch, []) == 3  # an explicit --epochs wins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hflip", [None, False, True])
+def test_hflip_reaches_the_plan_and_config_json(tiny_digits, tmp_path, monkeypatch, hflip):
+    import cnnlab.train.loop as loop
+
+    asked = []
+    real = loop.plan_epoch
+    monkeypatch.setattr(loop, "plan_epoch", lambda *a, **k: asked.append(a[4]) or real(*a, **k))
+    out = tmp_path / "run"
+    fit(TrainConfig(model="linear", data=str(tiny_digits), epochs=1, hflip=hflip, out=str(out)), quiet=True)
+    config = json.loads((out / "config.json").read_text())
+    expected = True if hflip is None else hflip  # an image folder's own default: flips keep labels
+    assert asked == [expected] and config["data"]["hflip"] is expected and config["train"]["hflip"] == hflip
+
+
+def test_no_hflip_leaves_every_image_unflipped():
+    from cnnlab.data.augment import plan_epoch
+
+    assert not plan_epoch(1000, 0, 1, 4, hflip=False).flips.any()
+    assert plan_epoch(1000, 0, 1, 4, hflip=True).flips.any()  # the control: flips do happen
+
+
+@pytest.mark.slow
+def test_images_below_the_model_minimum_are_resized_with_one_line(tiny_digits, tmp_path, capsys):
+    from cnnlab.cli import main
+    from cnnlab.predict import evaluate_run
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "vgg11_bn", "--data", str(tiny_digits), "--epochs", "1", "--no-progress",
+                 "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "28x28 images are smaller than vgg11_bn takes (32x32): resized to 32x32" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["input_size"] == [1, 32, 32] and config["train"]["image_size"] == 32
+    assert evaluate_run(out, device="cpu")["images"] == 100  # eval resizes the test set alike

@@ -68,15 +68,33 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-size",
         type=int,
-        help="resize every image to this side (e.g. 64 for models that need more than 28x28)",
+        help="resize every image to this side (default: images smaller than the model takes are "
+        "resized up to its minimum, rounded up to a multiple of 8)",
+    )
+    p.add_argument(
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flips (default: where the dataset says a flip keeps the label: not for "
+        "digits)",
     )
 
 
 def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     from ..runtime import PRECISIONS
+    from ..train.loop import DEFAULT_EPOCHS
     from ..train.schedule import SCHEDULES
 
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"default {DEFAULT_EPOCHS}, or more on a small dataset: see --min-steps",
+    )
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        default=d.min_steps,
+        help=f"without --epochs, at least this many optimizer steps (default {d.min_steps})",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")
     p.add_argument("--momentum", type=float, default=d.momentum)

@@ -23,7 +23,7 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..models import check_input_size, create_model
+from ..models import check_input_size, create_model, min_input_size
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
@@ -34,6 +34,7 @@ from .progress import TrainProgress
 from .schedule import default_lr, make_optimizer
 
 DEFAULT_MODEL = "resnet20"
+DEFAULT_EPOCHS = 12
 MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
 
 
@@ -44,7 +45,8 @@ class TrainConfig:
     model: str | None = None  # None: the init run's model, or DEFAULT_MODEL
     data: str = "mnist5k"
     data_root: str | None = None
-    epochs: int = 12
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach min_steps on a small dataset
+    min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
     batch_size: int = 128
     lr: float | None = None  # None: 0.1 x batch_size / 128
     momentum: float = 0.9
@@ -59,7 +61,8 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool | None = None  # None: where it is faster (runtime.channels_last_default)
     sync_bn: bool = False  # BatchNorm over the global batch when data-parallel (distributed.py)
-    image_size: int | None = None  # resize every image to this side
+    image_size: int | None = None  # resize every image to this side; None: up to the model's minimum
+    hflip: bool | None = None  # random horizontal flips; None: where the dataset says they keep labels
     download: bool = True
     strict: bool = False  # an unreadable image in an image folder fails the run instead of being skipped
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +73,7 @@ class TrainConfig:
         # (value, lowest, highest, whether the lowest itself is refused, whether the highest is)
         ranges: dict[str, tuple[float | None, float, float, bool, bool]] = {
             "epochs": (self.epochs, 1, 1_000_000, False, False),
+            "min_steps": (self.min_steps, 1, 10**9, False, False),
             "batch_size": (self.batch_size, 1, 2**24, False, False),
             "lr": (self.lr, 0, math.inf, True, True),
             "momentum": (self.momentum, 0, 1, False, True),
@@ -173,6 +177,7 @@ class Session:
     padding: int
     steps_per_epoch: int
     init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
+    notes: list[str] = field(default_factory=list)  # what was decided for the user, said once
 
     @property
     def params(self) -> int:
@@ -216,13 +221,7 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     local_batch(config.batch_size, world)
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
-    data = datasets.load(
-        config.data,
-        root=config.data_root,
-        download=config.download,
-        image_size=config.image_size,
-        strict=config.strict,
-    )
+    data, notes = _load_data(config)
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
@@ -250,28 +249,77 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     # Random crops teach translation invariance; a model without it (one weight per pixel) only loses.
     crops = getattr(model, "translation_invariant", True)
     padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8) * crops
+    steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
+    # Storing the training set twice would change nothing.
+    epochs = 1 if nonparametric else _epochs(config, steps_per_epoch, notes)
     return Session(
         config=config, world=world, device=device, dtype=dtype, data=data, model=model, trained=model,
         memory_format=memory_format, run_dir=run_dir, normalize=Normalize(data.mean, data.std).to(device),
-        opt=None if nonparametric else _optimization(model, config, data, dtype, device),
-        # Storing the training set twice would change nothing.
-        epochs=1 if nonparametric else config.epochs, padding=padding,
-        steps_per_epoch=max(1, len(data.train_labels) // config.batch_size), init=init,
+        opt=None if nonparametric else _optimization(model, config, epochs, steps_per_epoch, dtype, device),
+        epochs=epochs, padding=padding, steps_per_epoch=steps_per_epoch, init=init, notes=notes,
     )  # fmt: skip
 
 
+def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
+    """The dataset as the model takes it: images smaller than its minimum side are resized up to it
+    (an explicit --image-size wins), and flipped or not as --hflip says; a line for each change."""
+    data = datasets.load(
+        config.data,
+        root=config.data_root,
+        download=config.download,
+        image_size=config.image_size,
+        strict=config.strict,
+    )
+    notes = []
+    if config.image_size is None:
+        with torch.device("meta"):  # its minimum side only: no memory, no initialization
+            probe = create_model(
+                config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
+            )
+        minimum = min_input_size(probe)
+        if min(data.image_size) < minimum:
+            side = -(-minimum // 8) * 8  # a multiple of 8 keeps the strided stages' maps whole
+            notes.append(
+                f"{data.name}'s {'x'.join(map(str, data.image_size))} images are smaller than {config.model} "
+                f"takes ({minimum}x{minimum}): resized to {side}x{side} (--image-size chooses another side)"
+            )
+            config.image_size = side  # recorded in config.json: a resumed run and `eval` resize alike
+            data = datasets.resize(data, side)
+    if config.hflip is not None:
+        data = dataclasses.replace(data, hflip=config.hflip)
+    return data, notes
+
+
+def _epochs(config: TrainConfig, steps_per_epoch: int, notes: list[str]) -> int:
+    """--epochs, or DEFAULT_EPOCHS raised so that a small dataset gets at least min_steps steps: an
+    epoch count tuned on one dataset starves a smaller one of optimizer steps."""
+    if config.epochs is not None:
+        return config.epochs
+    epochs = max(DEFAULT_EPOCHS, -(-config.min_steps // steps_per_epoch))
+    if epochs > DEFAULT_EPOCHS:
+        notes.append(
+            f"{epochs} epochs of {steps_per_epoch} steps, for at least {config.min_steps} optimizer steps "
+            "on this small dataset (--epochs chooses)"
+        )
+    return epochs
+
+
 def _optimization(
-    model: nn.Module, config: TrainConfig, data: Dataset, dtype: torch.dtype | None, device: torch.device
+    model: nn.Module,
+    config: TrainConfig,
+    epochs: int,
+    steps_per_epoch: int,
+    dtype: torch.dtype | None,
+    device: torch.device,
 ) -> Optimization:
     lr = config.lr if config.lr is not None else default_lr(config.batch_size)
-    steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
     optimizer, scheduler = make_optimizer(
         model,
         lr,
         config.momentum,
         config.weight_decay,
         config.schedule,
-        total_steps=config.epochs * steps_per_epoch,
+        total_steps=epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -317,6 +365,8 @@ def _announce(s: Session, progress: TrainProgress, resumed_after: int) -> None:
         f"training and {len(d.test_labels):,} test images of {'x'.join(map(str, s.input_size))}, "
         f"{d.num_classes} classes; {s.device}, {precision_name(s.dtype)}, {recipe}; writing {s.run_dir}"
     )
+    for note in s.notes:
+        progress.print(note)
     if s.init:
         progress.print(finetune.describe(s.init))
     if resumed_after:
