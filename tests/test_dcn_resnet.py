@@ -6,6 +6,8 @@ import torch
 import cnnlab
 from cnnlab.layers import DeformConv2d
 from cnnlab.models import num_params
+from cnnlab.train import TrainConfig
+from cnnlab.train.loop import apply_recipe
 from cnnlab.train.schedule import make_optimizer
 
 
@@ -50,7 +52,8 @@ def test_offsets_learn():
 
 def test_offsets_train_at_a_tenth_of_the_rate():
     model = cnnlab.create_model("dcn_resnet20", num_classes=10)
-    optimizer, _ = make_optimizer(model, 0.1, 0.9, 5e-4, "cosine", total_steps=10, warmup_steps=0)
+    settings = apply_recipe(TrainConfig(model="dcn_resnet20"))
+    optimizer, _ = make_optimizer(model, settings, total_steps=10, warmup_steps=0)
     base, offsets = optimizer.param_groups
     assert base["lr"] == pytest.approx(10 * offsets["lr"])
     offset_params = {

@@ -30,7 +30,8 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
         console.print(
             f"[bold]{r['name']}[/bold] ({r['family']}): {r['params']:,} parameters for 1000 classes; "
             f"input {'x'.join(map(str, r['default_input_size']))}, at least "
-            f"{r['min_input_size']}x{r['min_input_size']}\n{r['description']}",
+            f"{r['min_input_size']}x{r['min_input_size']}\n{r['description']}\n"
+            f"training recipe (each a `cnnlab train` flag): {_recipe(r['recipe'])}",
             highlight=False,
         )
         return
@@ -54,6 +55,19 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
         )
     console.print(table)
     console.print("`cnnlab models NAME` prints one model's description in full.")
+
+
+def _recipe(recipe: dict[str, Any]) -> str:
+    """``--optimizer sgd, --lr 0.1 (at batch 128), ...``: the recipe as the flags that override it."""
+    words = []
+    for name, value in recipe.items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif value is not None:
+            words.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+            words[-1] += " (at batch 128)" if name == "lr" else ""
+    return ", ".join(words)
 
 
 def add(sub: Any) -> None:

@@ -82,7 +82,6 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     from ..runtime import PRECISIONS
     from ..train.loop import DEFAULT_EPOCHS
-    from ..train.schedule import SCHEDULES
 
     p.add_argument(
         "--epochs",
@@ -96,14 +95,6 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
         help=f"without --epochs, at least this many optimizer steps (default {d.min_steps})",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch size / 128)")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument(
-        "--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}"
-    )
     p.add_argument(
         "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
     )
@@ -119,6 +110,27 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
         action="store_true",
         help="under torchrun: BatchNorm statistics of the global batch, as one process computes them",
     )
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The settings a model's recipe gives when they are not: `cnnlab models NAME` shows its recipe."""
+    from ..models.recipe import OPTIMIZERS
+    from ..train.schedule import SCHEDULES
+
+    recipe = "default: the model's recipe, see `cnnlab models NAME`"
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=recipe)
+    p.add_argument("--lr", type=float, help=f"peak learning rate ({recipe}, scaled by batch size / 128)")
+    p.add_argument("--momentum", type=float, help=f"SGD's and RMSprop's momentum, AdamW's beta1 ({recipe})")
+    p.add_argument("--weight-decay", type=float, help=recipe)
+    p.add_argument(
+        "--decay-norm-and-bias",
+        action=argparse.BooleanOptionalAction,
+        help=f"weight decay on BatchNorm's scale and shift and on biases too ({recipe})",
+    )
+    p.add_argument("--schedule", choices=SCHEDULES, help=recipe)
+    p.add_argument("--warmup-epochs", type=float, help=recipe)
+    p.add_argument("--label-smoothing", type=float, help=recipe)
+    p.add_argument("--clip-grad-norm", type=float, help=f"clip the gradients' norm to this ({recipe})")
 
 
 def add(sub: Any) -> None:
@@ -137,6 +149,7 @@ def add(sub: Any) -> None:
     )
     _add_data_options(p)
     _add_optimization_options(p, d)
+    _add_recipe_options(p)
     p.add_argument(
         "--init",
         metavar="RUN_DIR",

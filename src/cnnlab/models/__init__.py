@@ -14,12 +14,13 @@ from .registry import (
     min_input_size,
     model_family,
     num_params,
+    recipe_of,
     register,
     size_in,
 )
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "registry":
+    if _module.name not in ("registry", "recipe"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "min_input_size",
     "model_family",
     "num_params",
+    "recipe_of",
     "register",
     "size_in",
 ]

@@ -8,17 +8,21 @@ model = create_model("resnet18", num_classes=10, in_chans=1)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import CnnlabError, InputSizeError, UnknownNameError
+from .recipe import DEFAULT as DEFAULT_RECIPE
+from .recipe import Recipe
 
 Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
@@ -27,14 +31,28 @@ MAX_CLASSES = 2**24
 MAX_CHANS = 2**16
 
 
-def register(fn: Builder) -> Builder:
-    """Register a builder under its function name; its module's last part names the family."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is registered twice")
-    fn.family = fn.__module__.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
-    _MODELS[name] = fn
-    return fn
+def register(fn: Builder | None = None, *, recipe: Recipe | None = None) -> Any:
+    """Register a builder under its function name; its module's last part names the family. Used bare
+    (``@register``) the model trains with its family module's ``RECIPE``; ``@register(recipe=...)``
+    gives a variant its own."""
+
+    def add(fn: Builder) -> Builder:
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        fn.family = fn.__module__.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        fn.recipe = recipe  # type: ignore[attr-defined]
+        _MODELS[name] = fn
+        return fn
+
+    return add(fn) if fn is not None else add
+
+
+def recipe_of(name: str) -> Recipe:
+    """The training defaults of a registered model: its own, its family's, or the common ones."""
+    builder = _entrypoint(name)
+    own = getattr(builder, "recipe", None)
+    return own or getattr(sys.modules[builder.__module__], "RECIPE", DEFAULT_RECIPE)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -201,6 +219,7 @@ def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
                 "min_input_size": min_input_size(model),
                 "default_input_size": list(getattr(model, "default_input_size", (3, 224, 224))),
                 "description": model_description(name),
+                "recipe": dataclasses.asdict(recipe_of(name)),
             }
         )
     return rows

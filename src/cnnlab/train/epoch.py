@@ -49,6 +49,7 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     lr: float
+    clip_grad_norm: float | None = None
 
 
 def train_epoch(
@@ -84,6 +85,9 @@ def train_epoch(
             loss, logits = classification_loss(model(x), y, label_smoothing)
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
+        if opt.clip_grad_norm is not None:
+            opt.scaler.unscale_(opt.optimizer)  # the norm of the true gradients, not of scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip_grad_norm)
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
         opt.scheduler.step()

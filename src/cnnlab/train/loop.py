@@ -23,7 +23,8 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..models import check_input_size, create_model, min_input_size
+from ..models import check_input_size, create_model, min_input_size, recipe_of
+from ..models.recipe import FIELDS as RECIPE_FIELDS
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
@@ -31,7 +32,7 @@ from . import finetune
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
-from .schedule import default_lr, make_optimizer
+from .schedule import make_optimizer, scaled_lr
 
 DEFAULT_MODEL = "resnet20"
 DEFAULT_EPOCHS = 12
@@ -48,12 +49,17 @@ class TrainConfig:
     epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach min_steps on a small dataset
     min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
     batch_size: int = 128
-    lr: float | None = None  # None: 0.1 x batch_size / 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1  # measured on the default run: benchmarks/README.md, "Measurement notes"
+    # None: the model's recipe (models/recipe.py; `cnnlab models NAME` shows it), lr scaled to the batch.
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    decay_norm_and_bias: bool | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    clip_grad_norm: float | None = None
+    from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
     out: str | None = None
@@ -77,6 +83,7 @@ class TrainConfig:
             "batch_size": (self.batch_size, 1, 2**24, False, False),
             "lr": (self.lr, 0, math.inf, True, True),
             "momentum": (self.momentum, 0, 1, False, True),
+            "clip_grad_norm": (self.clip_grad_norm, 0, math.inf, True, True),
             "weight_decay": (self.weight_decay, 0, 1, False, False),
             "warmup_epochs": (self.warmup_epochs, 0, 1_000_000, False, False),
             "label_smoothing": (self.label_smoothing, 0, 1, False, True),
@@ -116,6 +123,21 @@ def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], d
         model.train()
 
 
+def apply_recipe(config: TrainConfig) -> TrainConfig:
+    """Fill every setting the user left unset from the model's recipe, and note which: a flag that is
+    given wins, and config.json says where each value came from."""
+    recipe = recipe_of(config.model)  # type: ignore[arg-type]
+    for name in RECIPE_FIELDS:
+        if getattr(config, name) is None and getattr(recipe, name) is not None:
+            value = getattr(recipe, name)
+            if name == "lr":  # a recipe's rate is for a batch of 128, the rule scales it to ours
+                value = scaled_lr(value, config.batch_size)
+            setattr(config, name, value)
+            config.from_recipe.append(name)
+    config.check()
+    return config
+
+
 def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint, with the settings of its config.json.
 
@@ -146,6 +168,7 @@ def fit(
             config.init, config.model, config.model_kwargs
         )
     config.model = config.model or DEFAULT_MODEL
+    apply_recipe(config)
     world, device_name = setup(config.device)
     try:
         return _fit(config, live, quiet or not world.main, resuming, world, device_name)
@@ -312,18 +335,14 @@ def _optimization(
     dtype: torch.dtype | None,
     device: torch.device,
 ) -> Optimization:
-    lr = config.lr if config.lr is not None else default_lr(config.batch_size)
     optimizer, scheduler = make_optimizer(
         model,
-        lr,
-        config.momentum,
-        config.weight_decay,
-        config.schedule,
+        config,  # type: ignore[arg-type]  (its recipe fields are all set by apply_recipe)
         total_steps=epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),  # type: ignore[operator]
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    return Optimization(optimizer, scheduler, scaler, lr)
+    return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm)  # type: ignore[arg-type]
 
 
 def _restore(s: Session) -> list[dict[str, float]]:
@@ -350,8 +369,7 @@ def _run_config(s: Session) -> RunConfig:
         data=DataInfo(name=d.name, source=str(c.data), classes=d.classes, mean=list(d.mean),
                       std=list(d.std), input_size=list(s.input_size), hflip=d.hflip,
                       train_size=len(d.train_labels), test_size=len(d.test_labels)),
-        train={**asdict(c), "epochs": s.epochs, "lr": s.opt.lr if s.opt else default_lr(c.batch_size),
-               "padding": s.padding},
+        train={**asdict(c), "epochs": s.epochs, "padding": s.padding},
         device=str(s.device), precision=precision_name(s.dtype),
         channels_last=s.memory_format == torch.channels_last, torch=torch.__version__,
     )  # fmt: skip
@@ -385,7 +403,7 @@ def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
     else:
         plan = plan_epoch(n, s.config.seed, epoch, s.padding, s.data.hflip)
         loss, acc, seen, data_seconds = train_epoch(
-            s.trained, s.data, plan, s.normalize, s.opt, s.config.batch_size, s.config.label_smoothing,
+            s.trained, s.data, plan, s.normalize, s.opt, s.config.batch_size, s.config.label_smoothing or 0.0,
             s.device, s.dtype, progress, epoch, s.memory_format, s.world,
         )  # fmt: skip
     train_seconds = time.perf_counter() - start

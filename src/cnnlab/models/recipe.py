@@ -1,0 +1,36 @@
+"""A model's training recipe: the defaults `cnnlab train --model NAME` uses when no flag says
+otherwise, registered beside the model as timm keeps a default config beside each of its models.
+
+A family module sets ``RECIPE = Recipe(...)`` for all its variants; one variant may override it with
+``@register(recipe=Recipe(...))``. Every field is a `cnnlab train` flag of the same name, and a flag
+that is given wins over the recipe; `config.json` records which fields came from where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZERS = ("sgd", "nesterov", "adamw", "rmsprop")  # all torch.optim's
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str = "sgd"
+    lr: float = 0.1  # the peak rate at a batch of 128, scaled linearly with the batch (Goyal et al. 2017)
+    momentum: float = 0.9  # SGD's and RMSprop's momentum, AdamW's first beta
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True  # False: BatchNorm's scales and shifts and every bias skip the decay
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip_grad_norm: float | None = None  # the gradients' global norm is clipped to this, if set
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+
+
+DEFAULT = Recipe()
+
+# The TrainConfig fields a recipe fills when the user leaves them unset.
+FIELDS = tuple(Recipe.__dataclass_fields__)

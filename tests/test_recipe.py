@@ -1,0 +1,108 @@
+"""Recipes: each model's training defaults, filled into what the user left unset, and reaching torch's
+optimizers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from cnnlab.data.augment import Normalize, plan_epoch
+from cnnlab.data.base import Dataset
+from cnnlab.models import create_model, list_models, recipe_of, registry
+from cnnlab.models.recipe import DEFAULT, FIELDS, OPTIMIZERS, Recipe
+from cnnlab.train import TrainConfig
+from cnnlab.train.epoch import Optimization, train_epoch
+from cnnlab.train.loop import apply_recipe
+from cnnlab.train.progress import TrainProgress
+from cnnlab.train.schedule import make_optimizer
+
+
+def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    optimizer.zero_grad()
+    model(torch.randn(4, 1, 28, 28)).logsumexp(1).mean().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("recipe", sorted({recipe_of(n) for n in list_models()}, key=repr) + [
+    dataclasses.replace(DEFAULT, optimizer=o, decay_norm_and_bias=False) for o in OPTIMIZERS
+], ids=repr)  # fmt: skip
+def test_every_recipe_builds_its_optimizer_and_takes_a_step(recipe, monkeypatch):
+    monkeypatch.setattr(registry, "recipe_of", lambda name: recipe)
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: recipe)
+    settings = apply_recipe(TrainConfig(model="simple_cnn"))
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", num_classes=10, in_chans=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer, scheduler = make_optimizer(model, settings, total_steps=10, warmup_steps=1)
+    _step(optimizer, model)
+    scheduler.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
+    recipe = Recipe(optimizer="adamw", lr=0.004, momentum=0.8, weight_decay=0.05, decay_norm_and_bias=False)
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: recipe)
+    settings = apply_recipe(TrainConfig(model="resnet20", batch_size=64))
+    model = create_model("resnet20", num_classes=10, in_chans=1)
+    optimizer, _ = make_optimizer(model, settings, total_steps=10, warmup_steps=0)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = {g["weight_decay"]: g for g in optimizer.param_groups}
+    assert set(groups) == {0.05, 0.0} and all(g["betas"] == (0.8, 0.999) for g in groups.values())
+    assert all(g["lr"] == pytest.approx(0.002) for g in groups.values())  # 0.004 at 128, halved
+    bn = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    undecayed = {id(p) for p in groups[0.0]["params"]}
+    assert bn <= undecayed and all(p.dim() == 1 for p in groups[0.0]["params"])
+    assert all(p.dim() > 1 for p in groups[0.05]["params"])
+
+
+def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
+    config = apply_recipe(TrainConfig(model="resnet20", lr=0.05, optimizer="nesterov"))
+    assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled
+    assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer", "clip_grad_norm"}
+    assert config.momentum == recipe_of("resnet20").momentum
+    again = apply_recipe(config)  # a resumed run: nothing left unset, nothing added
+    assert again.from_recipe == config.from_recipe
+
+
+def test_a_variants_own_recipe_wins_over_its_familys(monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the registration is undone after
+    own = Recipe(optimizer="rmsprop", lr=0.016)
+
+    @registry.register(recipe=own)
+    def simple_cnn_rmsprop(**kwargs):
+        return create_model("simple_cnn", **kwargs)
+
+    assert recipe_of("simple_cnn_rmsprop") is own and recipe_of("simple_cnn") is DEFAULT
+
+
+def _one_batch_dataset() -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.arange(8) % 2
+    return Dataset("toy", images, labels, images, labels, classes=["a", "b"], hflip=False)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_clip_grad_norm_bounds_the_gradients_of_a_step(clip):
+    data = _one_batch_dataset()
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", num_classes=2, in_chans=1)
+    settings = apply_recipe(TrainConfig(model="simple_cnn", clip_grad_norm=clip))
+    optimizer, scheduler = make_optimizer(model, settings, total_steps=1, warmup_steps=0)
+    opt = Optimization(optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), 0.1, clip)
+    with TrainProgress(1, live=False, quiet=True) as progress:
+        train_epoch(model, data, plan_epoch(8, 0, 1, 0, False), Normalize(data.mean, data.std), opt, 8, 0.0,
+                    torch.device("cpu"), None, progress, 1)  # fmt: skip
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert norm <= 1.001e-3 if clip else norm > 1e-2  # the control: unclipped, far larger
+
+
+@pytest.mark.slow
+def test_config_json_records_the_resolved_recipe(trained_run):
+    train = json.loads((trained_run / "config.json").read_text())["train"]
+    assert train["optimizer"] == "sgd" and train["lr"] == pytest.approx(0.1)
+    assert set(train["from_recipe"]) == {f for f in FIELDS if getattr(recipe_of("resnet20"), f) is not None}
