@@ -62,7 +62,7 @@ def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
 def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
     config = apply_recipe(TrainConfig(model="resnet20", lr=0.05, optimizer="nesterov"))
     assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled
-    assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer", "clip_grad_norm"}
+    assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer", "clip_grad_norm", "ema_decay"}
     assert config.momentum == recipe_of("resnet20").momentum
     again = apply_recipe(config)  # a resumed run: nothing left unset, nothing added
     assert again.from_recipe == config.from_recipe
@@ -106,3 +106,45 @@ def test_config_json_records_the_resolved_recipe(trained_run):
     train = json.loads((trained_run / "config.json").read_text())["train"]
     assert train["optimizer"] == "sgd" and train["lr"] == pytest.approx(0.1)
     assert set(train["from_recipe"]) == {f for f in FIELDS if getattr(recipe_of("resnet20"), f) is not None}
+
+
+def _train(tiny_digits, out, **overrides):
+    from cnnlab.train import fit
+
+    config = TrainConfig(model="simple_cnn", data=str(tiny_digits), epochs=2, batch_size=30, precision="fp32",
+                         out=str(out), **overrides)  # fmt: skip
+    return fit(config, quiet=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_resume_is_bit_identical_with_every_optimizer_and_ema(tiny_digits, tmp_path, monkeypatch, optimizer):
+    import cnnlab.train.loop as loop
+    from cnnlab.rundir import load_checkpoint, load_weights
+    from cnnlab.train import resume
+
+    lr = 0.01 if optimizer in ("adamw", "rmsprop") else None
+    _train(tiny_digits, tmp_path / "whole", optimizer=optimizer, lr=lr, ema_decay=0.9)
+    real = loop._epoch
+
+    def interrupted(s, epoch, progress):
+        if epoch == 2:
+            raise KeyboardInterrupt  # after the first epoch's checkpoint, as a kill would
+        return real(s, epoch, progress)
+
+    monkeypatch.setattr(loop, "_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_digits, tmp_path / "cut", optimizer=optimizer, lr=lr, ema_decay=0.9)
+    monkeypatch.setattr(loop, "_epoch", real)
+    resume(tmp_path / "cut", quiet=True)
+
+    whole, cut = (
+        load_weights(tmp_path / "whole" / "model.safetensors"),
+        load_weights(tmp_path / "cut" / "model.safetensors"),
+    )
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    # What was saved is the average, not the raw weights of the last step.
+    raw = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
+    assert any(not torch.equal(whole[k], raw[k]) for k in whole if k in raw and whole[k].is_floating_point())
+    ema = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["ema"]
+    assert all(torch.equal(whole[k], ema[f"module.{k}"]) for k in whole)

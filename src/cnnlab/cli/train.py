@@ -131,6 +131,11 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=float, help=recipe)
     p.add_argument("--label-smoothing", type=float, help=recipe)
     p.add_argument("--clip-grad-norm", type=float, help=f"clip the gradients' norm to this ({recipe})")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        help=f"evaluate and save a moving average of the weights with this decay, e.g. 0.999 ({recipe})",
+    )
 
 
 def add(sub: Any) -> None:

@@ -24,6 +24,7 @@ class Recipe:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     clip_grad_norm: float | None = None  # the gradients' global norm is clipped to this, if set
+    ema_decay: float | None = None  # if set, the weights evaluated and saved are this moving average
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

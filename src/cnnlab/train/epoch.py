@@ -50,6 +50,7 @@ class Optimization:
     scaler: torch.amp.GradScaler
     lr: float
     clip_grad_norm: float | None = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # updated after every step
 
 
 def train_epoch(
@@ -91,6 +92,8 @@ def train_epoch(
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
         opt.scheduler.step()
+        if opt.ema is not None:
+            opt.ema.update_parameters(model)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise CnnlabError(

@@ -59,6 +59,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     label_smoothing: float | None = None
     clip_grad_norm: float | None = None
+    ema_decay: float | None = None
     from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
@@ -84,6 +85,7 @@ class TrainConfig:
             "lr": (self.lr, 0, math.inf, True, True),
             "momentum": (self.momentum, 0, 1, False, True),
             "clip_grad_norm": (self.clip_grad_norm, 0, math.inf, True, True),
+            "ema_decay": (self.ema_decay, 0, 1, True, True),
             "weight_decay": (self.weight_decay, 0, 1, False, False),
             "warmup_epochs": (self.warmup_epochs, 0, 1_000_000, False, False),
             "label_smoothing": (self.label_smoothing, 0, 1, False, True),
@@ -201,6 +203,11 @@ class Session:
     steps_per_epoch: int
     init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
     notes: list[str] = field(default_factory=list)  # what was decided for the user, said once
+
+    @property
+    def kept(self) -> nn.Module:
+        """The weights evaluated and saved: the moving average where the recipe keeps one."""
+        return self.opt.ema.module if self.opt is not None and self.opt.ema is not None else self.model
 
     @property
     def params(self) -> int:
@@ -342,7 +349,11 @@ def _optimization(
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),  # type: ignore[operator]
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm)  # type: ignore[arg-type]
+    ema = None
+    if config.ema_decay is not None:  # BatchNorm's running statistics are averaged too
+        averaging = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=averaging, use_buffers=True)
+    return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm, ema)  # type: ignore[arg-type]
 
 
 def _restore(s: Session) -> list[dict[str, float]]:
@@ -353,6 +364,8 @@ def _restore(s: Session) -> list[dict[str, float]]:
     state = rundir.load_checkpoint(checkpoint)
     s.model.load_state_dict(state["model"])
     if s.opt is not None:
+        if s.opt.ema is not None:
+            s.opt.ema.load_state_dict(state["ema"])
         s.opt.optimizer.load_state_dict(state["optimizer"])
         s.opt.scheduler.load_state_dict(state["scheduler"])
         s.opt.scaler.load_state_dict(state["scaler"])
@@ -409,7 +422,7 @@ def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
     train_seconds = time.perf_counter() - start
     # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
     test = evaluate(
-        s.model, s.data.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
+        s.kept, s.data.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
     )
     return {
         "epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test["loss"],
@@ -427,6 +440,7 @@ def _checkpoint(s: Session, epoch: int, rows: list[dict[str, float]]) -> dict[st
         "optimizer": opt.optimizer.state_dict() if opt else {},
         "scheduler": opt.scheduler.state_dict() if opt else {},
         "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
+        **({"ema": opt.ema.state_dict()} if opt and opt.ema else {}),
         "metrics": rows, **({"init": s.init} if s.init else {}),
     }  # fmt: skip
 
@@ -444,7 +458,7 @@ def _finish(s: Session, rows: list[dict[str, float]], train_time: float) -> dict
         "seed": s.config.seed, **({"init": s.init} if s.init else {}),
     }  # fmt: skip
     if s.world.main:
-        rundir.save_weights(s.model, s.run_dir / rundir.WEIGHTS)
+        rundir.save_weights(s.kept, s.run_dir / rundir.WEIGHTS)
         rundir.plot_curves(rows, s.run_dir / rundir.CURVES, f"{s.config.model} on {s.data.name}")
         rundir.write_json(s.run_dir / rundir.RESULT, result)
     return result
