@@ -170,6 +170,39 @@ def accuracy_rows(data: Json) -> str:
     return text
 
 
+def zoo_rows(data: Json) -> str:
+    """``zoo.py``: every family trained by its recipe, and the small-folder duel."""
+    rows = []
+    for name, m in data["models"].items():
+        errors = [r["error"] for r in m["runs"] if "error" in r]
+        first = next((r for r in m["runs"] if "test_acc" in r), None)
+        if first is None:
+            rows.append([name, "", "", f"failed: {errors[0]}", "", "", ""])
+            continue
+        accs = ", ".join(pct(r["test_acc"]) for r in m["runs"] if "test_acc" in r)
+        spread = f"{pct(m['mean'], 2)} +- {pct(m['std'], 2)}" if m["seeds"] > 1 else pct(m["mean"], 2)
+        size = "x".join(map(str, first["input_size"]))
+        rows.append([name, size, first["epochs"], accs, spread, num(m["wall_s"]), num(m["images_per_s"])])
+    text = f"`{_portable(data['command'])}`, on mnist5k\n\n" + table(
+        ["model", "input", "epochs", "test accuracy", "mean +- std", "wall s", "images/s"], rows
+    )
+    duel = data.get("folder")
+    if duel:
+        text += f"\n\nThe defaults on a class folder of {count(duel['images'])} mnist5k digits:\n\n" + table(
+            ["model", "epochs", "test accuracy", "wall s"],
+            [
+                [
+                    f"{who} ({'x'.join(map(str, r['input_size']))})",
+                    r["epochs"],
+                    pct(r["test_acc"]),
+                    num(r["wall_s"]),
+                ]
+                for who, r in (("default CNN", duel["cnn"]), ("default k-NN", duel["knn"]))
+            ],
+        )
+    return text
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
@@ -178,6 +211,8 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
         return "DeformConv2d against a plain convolution", deform_rows
     if "rounds" in data:
         return "Channels-last against NCHW", channels_last_rows
+    if "models" in data:
+        return "The zoo: every family trained by its recipe", zoo_rows
     if "runs" in data and "summary" in data:
         return "Time to accuracy of the default training", accuracy_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")
