@@ -383,7 +383,7 @@ def bench(
         "ms_per_batch": round(1000 * seconds, 3),
         "gflops_per_s": round(gflops, 3),
         "peak_gflops_per_s": round(peak, 3),
-        "utilization": round(gflops / peak, 4),
+        "utilization": round(gflops / peak, 6),  # small figures too keep three significant digits
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "macs": summary["macs"],
         "probe": dict(probe),
