@@ -7,7 +7,7 @@ import cnnlab
 from cnnlab.layers import DeformConv2d
 from cnnlab.models import num_params
 from cnnlab.train import TrainConfig
-from cnnlab.train.loop import apply_recipe
+from cnnlab.train.config import apply_recipe
 from cnnlab.train.schedule import make_optimizer
 
 

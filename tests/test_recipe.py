@@ -14,8 +14,8 @@ from cnnlab.data.base import Dataset
 from cnnlab.models import create_model, list_models, recipe_of, registry
 from cnnlab.models.recipe import DEFAULT, FIELDS, OPTIMIZERS, Recipe
 from cnnlab.train import TrainConfig
+from cnnlab.train.config import apply_recipe
 from cnnlab.train.epoch import Optimization, train_epoch
-from cnnlab.train.loop import apply_recipe
 from cnnlab.train.progress import TrainProgress
 from cnnlab.train.schedule import make_optimizer
 
@@ -31,7 +31,7 @@ def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
 ], ids=repr)  # fmt: skip
 def test_every_recipe_builds_its_optimizer_and_takes_a_step(recipe, monkeypatch):
     monkeypatch.setattr(registry, "recipe_of", lambda name: recipe)
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: recipe)
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
     settings = apply_recipe(TrainConfig(model="simple_cnn"))
     torch.manual_seed(0)
     model = create_model("simple_cnn", num_classes=10, in_chans=1)
@@ -45,7 +45,7 @@ def test_every_recipe_builds_its_optimizer_and_takes_a_step(recipe, monkeypatch)
 
 def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
     recipe = Recipe(optimizer="adamw", lr=0.004, momentum=0.8, weight_decay=0.05, decay_norm_and_bias=False)
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: recipe)
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
     settings = apply_recipe(TrainConfig(model="resnet20", batch_size=64))
     model = create_model("resnet20", num_classes=10, in_chans=1)
     optimizer, _ = make_optimizer(model, settings, total_steps=10, warmup_steps=0)

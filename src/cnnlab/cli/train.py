@@ -81,7 +81,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     from ..runtime import PRECISIONS
-    from ..train.loop import DEFAULT_EPOCHS
+    from ..train.config import DEFAULT_EPOCHS
 
     p.add_argument(
         "--epochs",
@@ -139,7 +139,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
 
 
 def add(sub: Any) -> None:
-    from ..train.loop import DEFAULT_MODEL, TrainConfig
+    from ..train.config import DEFAULT_MODEL, TrainConfig
 
     d = TrainConfig()  # --seed and --device come with the parents' defaults, 0 and auto, as TrainConfig's
     p = sub.add_parser(

@@ -5,7 +5,6 @@ size leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,83 +22,16 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..models import check_input_size, create_model, min_input_size, recipe_of
-from ..models.recipe import FIELDS as RECIPE_FIELDS
+from ..models import check_input_size, create_model, min_input_size
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
 from . import finetune
+from .config import DEFAULT_EPOCHS, DEFAULT_MODEL, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
-from .schedule import make_optimizer, scaled_lr
-
-DEFAULT_MODEL = "resnet20"
-DEFAULT_EPOCHS = 12
-MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
-
-
-@dataclass
-class TrainConfig:
-    """A training run. The defaults train a CIFAR-style ResNet-20 on the embedded mnist5k digits."""
-
-    model: str | None = None  # None: the init run's model, or DEFAULT_MODEL
-    data: str = "mnist5k"
-    data_root: str | None = None
-    epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach min_steps on a small dataset
-    min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
-    batch_size: int = 128
-    # None: the model's recipe (models/recipe.py; `cnnlab models NAME` shows it), lr scaled to the batch.
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    decay_norm_and_bias: bool | None = None
-    schedule: str | None = None
-    warmup_epochs: float | None = None
-    label_smoothing: float | None = None
-    clip_grad_norm: float | None = None
-    ema_decay: float | None = None
-    from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
-    padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
-    seed: int = 0
-    out: str | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    channels_last: bool | None = None  # None: where it is faster (runtime.channels_last_default)
-    sync_bn: bool = False  # BatchNorm over the global batch when data-parallel (distributed.py)
-    image_size: int | None = None  # resize every image to this side; None: up to the model's minimum
-    hflip: bool | None = None  # random horizontal flips; None: where the dataset says they keep labels
-    download: bool = True
-    strict: bool = False  # an unreadable image in an image folder fails the run instead of being skipped
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init: str | None = None  # a run directory whose weights start the training (finetune.py)
-
-    def check(self) -> None:
-        """Each setting in its range, or one line naming the flag (NaN and inf fail every range)."""
-        # (value, lowest, highest, whether the lowest itself is refused, whether the highest is)
-        ranges: dict[str, tuple[float | None, float, float, bool, bool]] = {
-            "epochs": (self.epochs, 1, 1_000_000, False, False),
-            "min_steps": (self.min_steps, 1, 10**9, False, False),
-            "batch_size": (self.batch_size, 1, 2**24, False, False),
-            "lr": (self.lr, 0, math.inf, True, True),
-            "momentum": (self.momentum, 0, 1, False, True),
-            "clip_grad_norm": (self.clip_grad_norm, 0, math.inf, True, True),
-            "ema_decay": (self.ema_decay, 0, 1, True, True),
-            "weight_decay": (self.weight_decay, 0, 1, False, False),
-            "warmup_epochs": (self.warmup_epochs, 0, 1_000_000, False, False),
-            "label_smoothing": (self.label_smoothing, 0, 1, False, True),
-            "padding": (self.padding, 0, MAX_SIDE, False, False),
-            "image_size": (self.image_size, 1, MAX_SIDE, False, False),
-        }
-        for name, (value, low, high, low_open, high_open) in ranges.items():
-            if value is None:
-                continue
-            above = value > low if low_open else value >= low
-            below = value < high if high_open else value <= high
-            if not (above and below):
-                interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-                raise CnnlabError(f"--{name.replace('_', '-')} must be in {interval}, got {value}")
+from .schedule import make_optimizer
 
 
 def default_run_dir(model: str, data: str) -> Path:
@@ -123,21 +55,6 @@ def check_input(model: nn.Module, name: str, input_size: tuple[int, int, int], d
         raise InputSizeError(f"{name} cannot take {c}x{h}x{w} inputs: {first_line(e)}") from None
     finally:
         model.train()
-
-
-def apply_recipe(config: TrainConfig) -> TrainConfig:
-    """Fill every setting the user left unset from the model's recipe, and note which: a flag that is
-    given wins, and config.json says where each value came from."""
-    recipe = recipe_of(config.model)  # type: ignore[arg-type]
-    for name in RECIPE_FIELDS:
-        if getattr(config, name) is None and getattr(recipe, name) is not None:
-            value = getattr(recipe, name)
-            if name == "lr":  # a recipe's rate is for a batch of 128, the rule scales it to ours
-                value = scaled_lr(value, config.batch_size)
-            setattr(config, name, value)
-            config.from_recipe.append(name)
-    config.check()
-    return config
 
 
 def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -192,7 +109,7 @@ class Session:
     device: torch.device
     dtype: torch.dtype | None
     data: Dataset
-    model: nn.Module  # the unwrapped model: evaluated, checkpointed and saved
+    model: nn.Module  # the unwrapped model the optimizer trains, as checkpoints hold it
     trained: nn.Module  # the model the steps run: DistributedDataParallel around it when data-parallel
     memory_format: torch.memory_format
     run_dir: Path
