@@ -20,7 +20,9 @@ def safetensors_round_trip(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def filled_knn(vectors: torch.Tensor, labels: torch.Tensor, batch: int = 16, **kwargs) -> torch.nn.Module:
-    """A knn holding ``vectors`` (M, D) as (M, 1, 1, D) images, added in batches like the trainer."""
+    """A knn holding ``vectors`` (M, D) as (M, 1, 1, D) images, added in batches like the trainer; L2
+    unless ``metric`` says otherwise, since the geometry below is drawn on a line."""
+    kwargs.setdefault("metric", "l2")
     model = cnnlab.create_model("knn", num_classes=int(labels.max()) + 1, in_chans=1, **kwargs)
     images = vectors.view(len(vectors), 1, 1, -1)
     for start in range(0, len(vectors), batch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import pytest
 import torch
@@ -69,14 +70,20 @@ def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
 
 
 def test_a_variants_own_recipe_wins_over_its_familys(monkeypatch):
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the registration is undone after
-    own = Recipe(optimizer="rmsprop", lr=0.016)
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the registrations are undone after
+    family, own = Recipe(optimizer="nesterov"), Recipe(optimizer="rmsprop", lr=0.016)
+    monkeypatch.setattr(sys.modules[__name__], "RECIPE", family, raising=False)  # this module's family
 
-    @registry.register(recipe=own)
-    def simple_cnn_rmsprop(**kwargs):
+    @registry.register
+    def cnn_of_the_family(**kwargs):
         return create_model("simple_cnn", **kwargs)
 
-    assert recipe_of("simple_cnn_rmsprop") is own and recipe_of("simple_cnn") is DEFAULT
+    @registry.register(recipe=own)
+    def cnn_of_its_own(**kwargs):
+        return create_model("simple_cnn", **kwargs)
+
+    assert recipe_of("cnn_of_the_family") is family and recipe_of("cnn_of_its_own") is own
+    assert recipe_of("resnet20") is DEFAULT  # a family that sets none
 
 
 def _one_batch_dataset() -> Dataset:

@@ -50,7 +50,7 @@ def knn_study(
     for size in sizes:
         # A stratified subset of `size` samples: every class keeps its share as the set grows.
         keep, _ = stratified_split(d.train_labels, 1 - size / n) if size < n else (torch.arange(n), None)
-        model = create_model("knn", num_classes=d.num_classes, in_chans=d.in_chans, k=3)
+        model = create_model("knn", num_classes=d.num_classes, in_chans=d.in_chans, k=3, metric="l2")
         model.add(x_train[keep], d.train_labels[keep])
         stored.append(len(keep))
         model(x_test[:10])  # joins the stored batches and warms up

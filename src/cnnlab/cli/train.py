@@ -81,12 +81,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     from ..runtime import PRECISIONS
-    from ..train.config import DEFAULT_EPOCHS
 
     p.add_argument(
         "--epochs",
         type=int,
-        help=f"default {DEFAULT_EPOCHS}, or more on a small dataset: see --min-steps",
+        help="default: the model's recipe, or more on a small dataset: see --min-steps",
     )
     p.add_argument(
         "--min-steps",

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnlabError, InputSizeError
+from .recipe import Recipe
 from .registry import register
 
 DEFAULT_SIZE = 32  # default_input_size side of the baselines: CIFAR's, and LeNet's padded digits
@@ -72,7 +73,7 @@ class KNN(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         k: int = 3,
-        metric: str = "l2",
+        metric: str = "cosine",
         features: nn.Module | None = None,
         store_dtype: torch.dtype = torch.float16,
         chunk_size: int = 4096,
@@ -351,13 +352,14 @@ class SimpleCNN(nn.Module):
 @register
 def knn(**kwargs) -> KNN:
     """k-nearest neighbours (Cover and Hart 1967) on the normalized pixels or on given features: a
-    majority vote among the k=3 nearest stored training images (L2 or cosine), ties going to the
+    majority vote among the k=3 nearest stored training images (cosine, or L2), ties going to the
     class of the nearest neighbour; no parameters, stores the training set (float16), and its cost
     per query grows with the stored set."""
     return KNN(**kwargs)
 
 
-@register
+# Measured on mnist5k: benchmarks/README.md, "Measurement notes".
+@register(recipe=Recipe(optimizer="adamw", lr=0.003, weight_decay=0.01, label_smoothing=0.0))
 def linear(**kwargs) -> LinearClassifier:
     """Linear (softmax) classifier (CS231n notes; Bishop 2006): one fully connected layer from the
     flattened pixels to the class scores, whose weight rows are class template images; its size
@@ -365,7 +367,7 @@ def linear(**kwargs) -> LinearClassifier:
     return LinearClassifier(**kwargs)
 
 
-@register
+@register(recipe=Recipe(epochs=30, lr=0.05, label_smoothing=0.0))
 def simple_cnn(**kwargs) -> SimpleCNN:
     """LeNet-5-style CNN (LeCun et al. 1998) with ReLU and max pooling: two 5x5 conv + 2x2 pool stages
     (6 and 16 maps), FC 120-84-classes; for 28-32 pixel images, 61,706 parameters on 10-class digits."""

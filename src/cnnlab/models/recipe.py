@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adamw", "rmsprop")  # all torch.optim's
 
 @dataclass(frozen=True)
 class Recipe:
+    epochs: int = 12  # without --epochs; raised on a small dataset to reach --min-steps optimizer steps
     optimizer: str = "sgd"
     lr: float = 0.1  # the peak rate at a batch of 128, scaled linearly with the batch (Goyal et al. 2017)
     momentum: float = 0.9  # SGD's and RMSprop's momentum, AdamW's first beta
@@ -33,5 +34,6 @@ class Recipe:
 
 DEFAULT = Recipe()
 
-# The TrainConfig fields a recipe fills when the user leaves them unset.
-FIELDS = tuple(Recipe.__dataclass_fields__)
+# The TrainConfig fields a recipe fills when the user leaves them unset; epochs is the training loop's
+# to settle, once it knows the dataset's size.
+FIELDS = tuple(name for name in Recipe.__dataclass_fields__ if name != "epochs")

@@ -13,7 +13,6 @@ from ..models.recipe import FIELDS as RECIPE_FIELDS
 from .schedule import scaled_lr
 
 DEFAULT_MODEL = "resnet20"
-DEFAULT_EPOCHS = 12
 MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
 
 
@@ -24,7 +23,7 @@ class TrainConfig:
     model: str | None = None  # None: the init run's model, or DEFAULT_MODEL
     data: str = "mnist5k"
     data_root: str | None = None
-    epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach min_steps on a small dataset
+    epochs: int | None = None  # None: the recipe's, or more to reach min_steps on a small dataset
     min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
     batch_size: int = 128
     # None: the model's recipe (models/recipe.py; `cnnlab models NAME` shows it), lr scaled to the batch.

@@ -22,12 +22,12 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
-from ..models import check_input_size, create_model, min_input_size
+from ..models import check_input_size, create_model, min_input_size, recipe_of
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
 from . import finetune
-from .config import DEFAULT_EPOCHS, DEFAULT_MODEL, TrainConfig, apply_recipe
+from .config import DEFAULT_MODEL, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
@@ -238,12 +238,13 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
 
 
 def _epochs(config: TrainConfig, steps_per_epoch: int, notes: list[str]) -> int:
-    """--epochs, or DEFAULT_EPOCHS raised so that a small dataset gets at least min_steps steps: an
-    epoch count tuned on one dataset starves a smaller one of optimizer steps."""
+    """--epochs, or the recipe's epochs raised so that a small dataset gets at least min_steps steps:
+    an epoch count tuned on one dataset starves a smaller one of optimizer steps."""
     if config.epochs is not None:
         return config.epochs
-    epochs = max(DEFAULT_EPOCHS, -(-config.min_steps // steps_per_epoch))
-    if epochs > DEFAULT_EPOCHS:
+    planned = recipe_of(config.model).epochs  # type: ignore[arg-type]
+    epochs = max(planned, -(-config.min_steps // steps_per_epoch))
+    if epochs > planned:
         notes.append(
             f"{epochs} epochs of {steps_per_epoch} steps, for at least {config.min_steps} optimizer steps "
             "on this small dataset (--epochs chooses)"
