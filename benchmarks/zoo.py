@@ -37,7 +37,8 @@ def train(args: list[str], out: Path) -> dict[str, Any]:
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        return {"args": args, "error": proc.stderr.strip().splitlines()[-1], "wall_s": round(wall, 1)}
+        said = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        return {"args": args, "error": said[-1], "wall_s": round(wall, 1)}
     result = json.loads((out / "result.json").read_text())
     config = json.loads((out / "config.json").read_text())
     return {

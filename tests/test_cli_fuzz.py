@@ -4,8 +4,9 @@ The property: `cnnlab` answers a command line with a clean exit 0, or with one l
 2; never a traceback. Most examples call `cnnlab.cli.main` in this process; a few go through
 `python -m cnnlab` with bytes that are not UTF-8 in argv, as a shell hands over a Latin-1 file name.
 
-Heavy work cannot start: the trainer's `_fit` (after every check of `fit`), bench's timings and the
-report's search are replaced by `Reached`, which ends an example whose arguments all passed; eval,
+Heavy work cannot start: the trainer's first epoch (everything before it runs: the checks, the data,
+the model, the run directory), the network, bench's timings and the report's search are replaced by
+`Reached`, which ends an example whose arguments all passed; eval,
 predict, export and convert run for real, from an empty folder where no run directory or checkpoint
 can be found. The verbs whose every call is heavy (analyze, compare, experiment: they build, measure or
 train models) get their arguments parsed and their handler replaced by `Reached`: what is fuzzed there
@@ -37,7 +38,8 @@ pytestmark = pytest.mark.slow  # hundreds of command lines, some through a new p
 
 HEAVY_VERBS = ("analyze", "compare", "experiment")  # every call builds, measures or trains models
 HEAVY = (
-    "cnnlab.train.loop._fit",
+    "cnnlab.train.loop._announce",  # the run is set up and its directory written; training is next
+    "cnnlab.data.cifar.download_file",  # no test reaches the network
     "cnnlab.bench.bench",
     "cnnlab.bench.sweep",
     "cnnlab.bench.check_models",
@@ -310,6 +312,9 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
         ["train", "--init", "x" * 300],
         ["train", "--warmup-epochs", "inf"],  # was OverflowError in the schedule
         ["train", "--image-size", "99999999999999999999"],  # was TypeError in the resize
+        ["train", "--optimizer", "nesterov", "--momentum", "0"],  # was ValueError from torch.optim.SGD
+        ["train", "--out", "/dev/null/run"],  # was NotADirectoryError creating the run directory
+        ["train", "--data", "9" * 4000],  # was OSError: File name too long, looking for the path
     ],
 )
 def test_what_the_fuzz_found_is_one_line(tmp_path: Path, argv: list[str]) -> None:

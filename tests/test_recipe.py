@@ -31,7 +31,6 @@ def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
     dataclasses.replace(DEFAULT, optimizer=o, decay_norm_and_bias=False) for o in OPTIMIZERS
 ], ids=repr)  # fmt: skip
 def test_every_recipe_builds_its_optimizer_and_takes_a_step(recipe, monkeypatch):
-    monkeypatch.setattr(registry, "recipe_of", lambda name: recipe)
     monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
     settings = apply_recipe(TrainConfig(model="simple_cnn"))
     torch.manual_seed(0)
@@ -65,8 +64,8 @@ def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
     assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled
     assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer", "clip_grad_norm", "ema_decay"}
     assert config.momentum == recipe_of("resnet20").momentum
-    again = apply_recipe(config)  # a resumed run: nothing left unset, nothing added
-    assert again.from_recipe == config.from_recipe
+    filled = list(config.from_recipe)
+    assert apply_recipe(config).from_recipe == filled  # applied twice: nothing left unset, nothing added
 
 
 def test_a_variants_own_recipe_wins_over_its_familys(monkeypatch):
@@ -115,12 +114,23 @@ def test_config_json_records_the_resolved_recipe(trained_run):
     assert set(train["from_recipe"]) == {f for f in FIELDS if getattr(recipe_of("resnet20"), f) is not None}
 
 
-def _train(tiny_digits, out, **overrides):
+def _train(tiny_digits, out, model="simple_cnn", **overrides):
     from cnnlab.train import fit
 
-    config = TrainConfig(model="simple_cnn", data=str(tiny_digits), epochs=2, batch_size=30, precision="fp32",
+    config = TrainConfig(model=model, data=str(tiny_digits), epochs=2, batch_size=30, precision="fp32",
                          out=str(out), **overrides)  # fmt: skip
     return fit(config, quiet=True)
+
+
+def interrupted_at_epoch_2(epoch_step):
+    """The training loop's epoch, stopped as a kill would stop it: after the first epoch's checkpoint."""
+
+    def interrupted(s, epoch, progress):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return epoch_step(s, epoch, progress)
+
+    return interrupted
 
 
 @pytest.mark.slow
@@ -133,13 +143,7 @@ def test_resume_is_bit_identical_with_every_optimizer_and_ema(tiny_digits, tmp_p
     lr = 0.01 if optimizer in ("adamw", "rmsprop") else None
     _train(tiny_digits, tmp_path / "whole", optimizer=optimizer, lr=lr, ema_decay=0.9)
     real = loop._epoch
-
-    def interrupted(s, epoch, progress):
-        if epoch == 2:
-            raise KeyboardInterrupt  # after the first epoch's checkpoint, as a kill would
-        return real(s, epoch, progress)
-
-    monkeypatch.setattr(loop, "_epoch", interrupted)
+    monkeypatch.setattr(loop, "_epoch", interrupted_at_epoch_2(real))
     with pytest.raises(KeyboardInterrupt):
         _train(tiny_digits, tmp_path / "cut", optimizer=optimizer, lr=lr, ema_decay=0.9)
     monkeypatch.setattr(loop, "_epoch", real)
@@ -155,3 +159,29 @@ def test_resume_is_bit_identical_with_every_optimizer_and_ema(tiny_digits, tmp_p
     assert any(not torch.equal(whole[k], raw[k]) for k in whole if k in raw and whole[k].is_floating_point())
     ema = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["ema"]
     assert all(torch.equal(whole[k], ema[f"module.{k}"]) for k in whole)
+
+
+@pytest.mark.slow
+def test_a_run_from_before_recipes_resumes_with_its_own_settings(tiny_digits, tmp_path, monkeypatch):
+    """linear's recipe is AdamW now; a run that trained it with SGD before recipes existed, whose
+    config.json has no optimizer, must resume with SGD and end as the uninterrupted run."""
+    import cnnlab.train.loop as loop
+    from cnnlab.rundir import load_weights
+    from cnnlab.train import resume
+
+    before = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
+              "warmup_epochs": 1.0, "label_smoothing": 0.1}  # fmt: skip
+    _train(tiny_digits, tmp_path / "whole", "linear", **before)
+    real = loop._epoch
+    monkeypatch.setattr(loop, "_epoch", interrupted_at_epoch_2(real))
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_digits, tmp_path / "cut", "linear", **before)
+    monkeypatch.setattr(loop, "_epoch", real)
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    for new in ("optimizer", "decay_norm_and_bias", "clip_grad_norm", "ema_decay", "from_recipe", "hflip"):
+        del config["train"][new]  # as the trainer wrote config.json before recipes
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(config))
+    resume(tmp_path / "cut", quiet=True)
+    whole = load_weights(tmp_path / "whole" / "model.safetensors")
+    cut = load_weights(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)

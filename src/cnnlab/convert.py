@@ -246,7 +246,7 @@ def convert_checkpoint(
         converted={"from": source, "model": model, "file": str(Path(file).resolve())},
         torch=torch.__version__,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.make_run_dir(run_dir)
     rundir.save_weights(net, run_dir / rundir.WEIGHTS)
     rundir.write_config(run_dir, config)
 

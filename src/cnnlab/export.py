@@ -41,7 +41,7 @@ from torch import nn
 from .errors import CnnlabError
 from .fuse import fuse_for_inference
 from .runconfig import DataInfo, RunConfig
-from .rundir import _write_error, atomic_write, load_run, read_config, write_json
+from .rundir import atomic_write, load_run, read_config, write_error, write_json
 from .text import first_line
 
 FORMATS = ("onnx", "torchscript", "pt2")
@@ -131,7 +131,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[
             try:  # to the path: a model over 2 GB goes out with its weights in a second file
                 program.save(str(out), external_data=False)
             except OSError as e:
-                raise _write_error(out, e) from e
+                raise write_error(out, e) from e
     finally:
         onnx_log.setLevel(level)
     ort_errors = onnxruntime.capi.onnxruntime_pybind11_state
@@ -216,7 +216,7 @@ def export_run(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, a read-only place
-        raise _write_error(out, e) from e
+        raise write_error(out, e) from e
     meta = _metadata(model, config)
     fused = fuse_for_inference(model).eval()
     example = torch.zeros(2, *meta["input_size"])  # batch 2: 1 could be specialized as a constant

@@ -4,7 +4,8 @@
     metrics.csv        one row per epoch
     result.json        the final figures (a fixed contract, see RESULT_KEYS)
     model.safetensors  the trained weights, no pickle
-    checkpoint.pt      model, optimizer, scheduler and generator states, to resume from
+    checkpoint.pt      model, optimizer, scheduler, scaler, generator and (with EMA) averaged-weight
+                       states, to resume from
     curves.png         loss and accuracy per epoch
 
 Every file is written to a temporary name, flushed to disk and renamed, so a kill or a full disk
@@ -53,7 +54,7 @@ RESULT_KEYS = (
 )
 
 
-def _write_error(path: Path, error: Exception) -> RunDirError:
+def write_error(path: Path, error: Exception) -> RunDirError:
     """One line for a failed write; a full disk is named as such, since it is the usual cause."""
     # safetensors reports I/O errors as SafetensorError text ("... (os error 28) ..."), not OSError.
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or re.search(
@@ -73,7 +74,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise _write_error(path, e) from e
+        raise write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -83,7 +84,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _write_error(path, e) from e
+            raise write_error(path, e) from e
         raise
 
 
@@ -121,7 +122,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
     except OSError as e:
-        raise _write_error(path, e) from e
+        raise write_error(path, e) from e
     try:
         save_file(state, tmp, metadata={"format": "cnnlab", "version": str(FORMAT_VERSION)})
         with open(tmp, "rb") as f:
@@ -130,7 +131,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, (OSError, SafetensorError)):
-            raise _write_error(path, e) from e
+            raise write_error(path, e) from e
         raise
 
 
@@ -245,6 +246,14 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except OSError as e:
         raise RunDirError(f"cannot use {str(path)[:80]!r}: {e.strerror or first_line(e)}") from None
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents), or say in one line why it cannot be."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(run_dir, e) from e
 
 
 def check_new_run_dir(run_dir: Path) -> None:

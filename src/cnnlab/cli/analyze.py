@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..analysis.output import DEFAULT_OUT
 from ..text import si
-from .common import JSON, SEED, Parser, _print_files, _wide_console
+from .common import JSON, SEED, Parser, print_files, seed_int, wide_console
 
 
 def _analysis(
@@ -50,7 +50,7 @@ def _add_rf(analyses: Any) -> None:
     )
     a.add_argument("--images", type=int, default=8, help="how many images to average over (default 8)")
     # Not the SEED parent: this --seed has a help of its own, which --help shows.
-    a.add_argument("--seed", type=int, default=0, help="initialization seed of a fresh model")
+    a.add_argument("--seed", type=seed_int, default=0, help="initialization seed of a fresh model")
 
 
 def run_rf(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def run_rf(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show_rf(r: dict[str, Any], args: argparse.Namespace) -> None:
-    console = _wide_console()
+    console = wide_console()
     e = r["effective"]
     console.print(
         f"{r['model']} at {'x'.join(map(str, r['input']))} ({r['weights']}): theoretical receptive field "
@@ -86,7 +86,7 @@ def show_rf(r: dict[str, Any], args: argparse.Namespace) -> None:
             row["stack"], f"{row['weights']:,}", f"{row['weights_per_c2']:g}C²", str(row["receptive_field"])
         )
     console.print(table)
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_inception(analyses: Any) -> None:
@@ -132,14 +132,14 @@ def show_inception(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"{m['params_without']:,}",
             f"{m['params_ratio']:.2f}",
         )
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
     console.print(
         f"all nine: {si(r['macs'])} MACs with the reductions, {si(r['macs_without'])} without "
         f"(x{r['macs_ratio']:.2f})",
         highlight=False,
     )
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_scaling(analyses: Any) -> None:
@@ -190,9 +190,9 @@ def show_scaling(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"{row['macs_vs_b0']:.2f}",
             f"{2 ** row['phi']}",
         )
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_templates(analyses: Any) -> None:
@@ -214,7 +214,7 @@ def run_templates(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show_templates(r: dict[str, Any], args: argparse.Namespace) -> None:
-    console = _wide_console()
+    console = wide_console()
     own = ", ".join(f"{c} {v:.2f}" for c, v in r["correlation_with_own_mean"].items())
     console.print(
         f"correlation of each class template with its class's mean image: {own}\n"
@@ -223,7 +223,7 @@ def show_templates(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{100 * r['own_mean_is_best_match']:.0f}% of classes",
         highlight=False,
     )
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_knn(analyses: Any) -> None:
@@ -252,7 +252,7 @@ def show_knn(r: dict[str, Any], args: argparse.Namespace) -> None:
         table.add_column(metric, justify="right")
     for k in next(iter(r["accuracy"].values())):
         table.add_row(k, *(f"{100 * acc[k]:.1f}%" for acc in r["accuracy"].values()))
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
     t, fit = r["timing"], r["fit"]
     console.print(
@@ -261,7 +261,7 @@ def show_knn(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{1e6 * fit['slope_s_per_stored_sample']:.2f} us per stored image, R^2 {fit['r2']:.3f}",
         highlight=False,
     )
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_se(analyses: Any) -> None:
@@ -294,9 +294,9 @@ def show_se(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"{row['std']:.3f}",
             f"{row['class_spread']:.3f}",
         )
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _point(text: str) -> tuple[int, int]:
@@ -340,7 +340,7 @@ def run_offsets(args: argparse.Namespace) -> dict[str, Any]:
 
 def show_offsets(r: dict[str, Any], args: argparse.Namespace) -> None:
     names = [lay["name"] for lay in r["layers"]]
-    console = _wide_console()
+    console = wide_console()
     console.print(
         f"{r['model']} on {r['image']}: {r['samples_per_point']} sampling points per unit through "
         f"{', '.join(names)} (offsets bottom to top); distances in image px; centroid: how far the "
@@ -363,7 +363,7 @@ def show_offsets(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"{100 * p['outside_image']:.0f}%",
         )
     console.print(table)
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def _add_paths(analyses: Any) -> None:
@@ -406,7 +406,7 @@ def run_paths(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show_paths(r: dict[str, Any], args: argparse.Namespace) -> None:
-    console = _wide_console()
+    console = wide_console()
     g = r["gradient"]
     lo, hi = g["effective_lengths"]
     console.print(
@@ -442,7 +442,7 @@ def show_paths(r: dict[str, Any], args: argparse.Namespace) -> None:
             ),
             highlight=False,
         )
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def add(sub: Any) -> None:

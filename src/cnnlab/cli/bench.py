@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from .common import DEVICE, JSON, _wide_console
+from .common import DEVICE, JSON, wide_console
 
 
 def _config(row: dict[str, Any]) -> str:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def show(result: dict[str, Any], args: argparse.Namespace) -> None:
     rows = result["results"]
     first = rows[0]
-    console = _wide_console()
+    console = wide_console()
     console.print(
         f"{first['mode']} steps, batch {first['batch_size']}, on {first['device']} with {first['threads']} "
         f"threads, torch {first['torch']}; median of at least {args.steps} timed steps after {args.warmup} "

@@ -43,7 +43,7 @@ def _parent(*add: Any) -> argparse.ArgumentParser:
     return parent
 
 
-def _seed(text: str) -> int:
+def seed_int(text: str) -> int:
     """An int that torch.manual_seed takes: Python's ints have no bound, a 64-bit seed has."""
     try:
         value = int(text)
@@ -55,7 +55,7 @@ def _seed(text: str) -> int:
 
 
 JSON = _parent(lambda p: p.add_argument("--json", action="store_true", help="print one JSON object"))
-SEED = _parent(lambda p: p.add_argument("--seed", type=_seed, default=0))
+SEED = _parent(lambda p: p.add_argument("--seed", type=seed_int, default=0))
 # No default for --data: "not given" means the run's own dataset for a run, and mnist5k otherwise. A verb
 # with another default resolves None itself, since set_defaults would rewrite the action all verbs share.
 DATA = _parent(
@@ -75,11 +75,11 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _wide_console() -> Console:
+def wide_console() -> Console:
     """A console for wide tables: off a terminal rich assumes 80 columns and would cut layer names."""
     console = Console()
     return console if console.is_terminal else Console(width=150)
 
 
-def _print_files(console: Console, result: dict[str, Any]) -> None:
+def print_files(console: Console, result: dict[str, Any]) -> None:
     console.print(f"wrote {result['files']['json']} and {result['files']['png']}", highlight=False)

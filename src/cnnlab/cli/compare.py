@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from ..text import si
-from .common import JSON, SEED, _print_files, _wide_console
+from .common import JSON, SEED, print_files, wide_console
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     title += f"batch {r['batch_size']}, {r['threads']} threads"
     if r["trained"]:
         title += f"; trained {r['epochs']} epochs on {r['data']}"
-    console = _wide_console()
+    console = wide_console()
     console.print(title, highlight=False)
     table = Table()
     columns = ["model", "params", "MACs", "RF", "images/s"]
@@ -61,7 +61,7 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
             ]
         table.add_row(*cells)
     console.print(table)
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def add(sub: Any) -> None:

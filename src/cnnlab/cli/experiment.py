@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from ..errors import CnnlabError
-from .common import JSON, SEED, Parser, _print_files, _wide_console
+from .common import JSON, SEED, Parser, print_files, wide_console
 
 
 def parse_depths(text: str) -> list[int]:
@@ -48,7 +48,7 @@ def show_degradation(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"{100 * run['test_error'][-1]:.2f}%",
             f"{run['train_time_s']:.0f}s",
         )
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
     console.print(
         f"{r['compared']}: the deeper plain net ends with a higher training error: "
@@ -56,7 +56,7 @@ def show_degradation(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{'yes' if r['deeper_residual_not_higher_train_error'] else 'no'}",
         highlight=False,
     )
-    _print_files(console, r)
+    print_files(console, r)
 
 
 def add(sub: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..text import si
-from .common import JSON, _wide_console
+from .common import JSON, wide_console
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def show(s: dict[str, Any], args: argparse.Namespace) -> None:
             "" if rf is None else str(rf),
             "" if layer["stride"] is None else str(layer["stride"]),
         )
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
     console.print(
         f"parameters: {s['params']:,} (trainable {s['trainable_params']:,}); "

@@ -86,7 +86,11 @@ def load(
         dataset = DATASETS[name](Path(root) if root is not None else DEFAULT_ROOT, download, image_size)
         return resize(dataset, image_size) if image_size else dataset
     path = Path(key).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name the file system refuses outright, e.g. longer than it allows
+        raise DataError(f"cannot use {key[:80]!r} as a dataset path: {e.strerror or e}") from None
+    if exists:
         dataset = _load_path(path, image_size, strict, resize_side, interpolation)
         return resize(dataset, image_size) if image_size else dataset
     close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)

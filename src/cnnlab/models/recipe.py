@@ -1,9 +1,10 @@
 """A model's training recipe: the defaults `cnnlab train --model NAME` uses when no flag says
 otherwise, registered beside the model as timm keeps a default config beside each of its models.
 
-A family module sets ``RECIPE = Recipe(...)`` for all its variants; one variant may override it with
-``@register(recipe=Recipe(...))``. Every field is a `cnnlab train` flag of the same name, and a flag
-that is given wins over the recipe; `config.json` records which fields came from where.
+A family module may set ``RECIPE = Recipe(...)`` for all its variants, and one variant may have its
+own with ``@register(recipe=Recipe(...))``; a model with neither trains with ``DEFAULT``. Every field
+is a `cnnlab train` flag of the same name, and a flag that is given wins over the recipe;
+`config.json` records which fields came from the recipe.
 """
 
 from __future__ import annotations

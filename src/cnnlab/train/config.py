@@ -77,6 +77,8 @@ class TrainConfig:
             if not (above and below):
                 interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
                 raise CnnlabError(f"--{name.replace('_', '-')} must be in {interval}, got {value}")
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            raise CnnlabError("--optimizer nesterov needs a momentum above 0 (without one, --optimizer sgd)")
 
 
 def apply_recipe(config: TrainConfig) -> TrainConfig:

@@ -23,11 +23,12 @@ from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..models import check_input_size, create_model, min_input_size, recipe_of
+from ..models.recipe import DEFAULT as DEFAULT_RECIPE
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
 from . import finetune
-from .config import DEFAULT_MODEL, TrainConfig, apply_recipe
+from .config import DEFAULT_MODEL, RECIPE_FIELDS, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
@@ -61,7 +62,8 @@ def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: boo
     """Continue an interrupted run from its last checkpoint, with the settings of its config.json.
 
     The data order and augmentation of each epoch are a function of (seed, epoch), and the checkpoint
-    holds the model, optimizer, scheduler, scaler and random state after its epoch, so on the CPU in
+    holds the model, optimizer, scheduler, scaler, random state and (with EMA) the averaged weights
+    after its epoch, so on the CPU in
     fp32 the resumed run ends with the very weights of an uninterrupted one.
     """
     run = Path(run_dir)
@@ -69,7 +71,10 @@ def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: boo
     if (run / rundir.RESULT).exists():
         raise RunDirError(f"{run} has finished training already; nothing to resume")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.train.items() if k in fields})
+    # A run keeps its own settings, never the model's recipe of today: one from before recipes existed
+    # trained with what is now the common recipe, so its missing fields take that one's values.
+    train = {name: getattr(DEFAULT_RECIPE, name) for name in RECIPE_FIELDS} | saved.train
+    config = TrainConfig(**{k: v for k, v in train.items() if k in fields})
     config.out = str(run)
     return fit(config, live=live, quiet=quiet, resuming=True)
 
@@ -87,7 +92,8 @@ def fit(
             config.init, config.model, config.model_kwargs
         )
     config.model = config.model or DEFAULT_MODEL
-    apply_recipe(config)
+    if not resuming:  # a resumed run's settings are complete: None means off, not "ask the recipe"
+        apply_recipe(config)
     world, device_name = setup(config.device)
     try:
         return _fit(config, live, quiet or not world.main, resuming, world, device_name)
@@ -143,7 +149,7 @@ def _fit(
     if world.distributed:  # gradients are averaged across the processes
         s.trained = DDP(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
     if world.main:  # only rank 0 touches the run directory
-        s.run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.make_run_dir(s.run_dir)
         rundir.write_config(s.run_dir, _run_config(s))
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)
