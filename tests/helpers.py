@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,3 +49,9 @@ def meta_model(name: str, **kwargs: Any) -> nn.Module:
 def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
     """The largest absolute difference, relative to the largest magnitude of ``expected``."""
     return ((got - expected).abs().max() / expected.abs().max()).item()
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """``array`` as an IDX file (MNIST's format): the magic number, the sizes, then the bytes."""
+    magic = 0x800 + array.ndim if magic is None else magic
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()

@@ -32,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cnnlab", "train"]
 
 
-def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys: list[str]) -> float:
+def state_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys: list[str]) -> float:
     num = sum(((a[k].double() - b[k].double()) ** 2).sum() for k in keys)
     return (num / sum((a[k].double() ** 2).sum() for k in keys)).sqrt().item()
 
@@ -60,9 +60,9 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
     )
     assert a.keys() == b.keys()  # plain BatchNorm keys: a checkpoint of any world size loads in any other
     params = [k for k in a if "running" not in k and a[k].is_floating_point()]
-    assert relative_difference(a, b, params) < 1e-3
+    assert state_distance(a, b, params) < 1e-3
     stats = [k for k in a if "running" in k]
-    assert relative_difference(a, b, stats) < 1e-2
+    assert state_distance(a, b, stats) < 1e-2
     assert cli("eval", str(tmp_path / "two")).returncode == 0
 
 

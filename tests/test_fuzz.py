@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import torch
+from helpers import idx_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -99,11 +100,6 @@ def scratch() -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------- IDX
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = (0x800 + array.ndim).to_bytes(4, "big")
-    return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
 
 
 IDX_IMAGES = idx_bytes(np.arange(3 * 5 * 4, dtype=np.uint8).reshape(3, 5, 4))

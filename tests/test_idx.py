@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import idx_bytes
 
 from cnnlab.data.idx import load_idx, read_idx
 from cnnlab.errors import DataError
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    magic = 0x800 + array.ndim if magic is None else magic
-    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
 def write_mnist(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SHOWN = 4  # items named in a message; the rest are counted
+# What str.splitlines breaks at: a value typed with a line break in it must not split an error in two.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def first_line(error: BaseException) -> str:
@@ -25,3 +27,8 @@ def si(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:g}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks written as escapes (``\\n``), for a one-line error."""
+    return text.translate(_LINE_BREAKS)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..errors import CnnlabError
+from ..text import one_line
 from . import (
     analyze,
     bench,
@@ -25,7 +26,7 @@ from . import (
     summary,
     train,
 )
-from .common import Parser, one_line, print_json
+from .common import Parser, print_json
 
 # In the order `cnnlab --help` lists them.
 VERBS = (train, eval, predict, models, summary, analyze, report, compare, experiment, bench, export, convert)

@@ -21,14 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from ..runtime import DEVICES
-
-# What str.splitlines breaks at: a value typed with a line break in it must not split an error in two.
-_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
-
-
-def one_line(text: str) -> str:
-    """``text`` with its line breaks written as escapes (``\\n``), for a one-line error."""
-    return text.translate(_LINE_BREAKS)
+from ..text import one_line
 
 
 class Parser(argparse.ArgumentParser):
