@@ -177,14 +177,21 @@ def zoo_rows(data: Json) -> str:
         errors = [r["error"] for r in m["runs"] if "error" in r]
         first = next((r for r in m["runs"] if "test_acc" in r), None)
         if first is None:
-            rows.append([name, "", "", f"failed: {errors[0]}", "", "", ""])
+            rows.append([name, "", "", f"failed: {errors[0]}", "", "", "", ""])
             continue
         accs = ", ".join(pct(r["test_acc"]) for r in m["runs"] if "test_acc" in r)
         spread = f"{pct(m['mean'], 2)} +- {pct(m['std'], 2)}" if m["seeds"] > 1 else pct(m["mean"], 2)
         size = "x".join(map(str, first["input_size"]))
-        rows.append([name, size, first["epochs"], accs, spread, num(m["wall_s"]), num(m["images_per_s"])])
+        target = (
+            f"{pct(m['target'])} in {m['target_s']} s: {'met' if m['met'] else 'missed'}"
+            if "met" in m
+            else ""
+        )
+        rows.append(
+            [name, size, first["epochs"], accs, spread, num(m["wall_s"]), num(m["images_per_s"]), target]
+        )
     text = f"`{_portable(data['command'])}`, on mnist5k\n\n" + table(
-        ["model", "input", "epochs", "test accuracy", "mean +- std", "wall s", "images/s"], rows
+        ["model", "input", "epochs", "test accuracy", "mean +- std", "wall s", "images/s", "target"], rows
     )
     duel = data.get("folder")
     if duel:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import cnnlab
-from cnnlab.errors import InputSizeError
+from cnnlab.errors import CnnlabError, InputSizeError
 from cnnlab.layers import LocalResponseNorm
 from cnnlab.models import num_params
 
@@ -139,6 +139,18 @@ def test_paper_initialization():
     # unit biases in conv2, conv4, conv5, fc6, fc7; zero in conv1, conv3, fc8
     assert [c.bias.unique().tolist() for c in convs] == [[0.0], [1.0], [0.0], [1.0], [1.0]]
     assert [f.bias.unique().tolist() for f in fcs] == [[1.0], [1.0], [0.0]]
+
+
+def test_kaiming_initialization_keeps_each_layers_variance():
+    torch.manual_seed(0)
+    model = cnnlab.create_model("alexnet_paper", num_classes=10, init="kaiming")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        fan_in = layer.weight[0].numel()
+        assert layer.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        assert not layer.bias.any()
+    with pytest.raises(CnnlabError, match="init"):
+        cnnlab.create_model("alexnet", init="xavier")
 
 
 # ------------------------------------------------------------------------------------------- LRN

@@ -188,3 +188,8 @@ def test_torchvision_initialization():
     assert fc.weight.abs().max() <= bound and fc.weight.abs().max() > 0.9 * bound and not fc.bias.any()
     se = model.features[2][0].block[2]
     assert not se.fc1.bias.any() and not se.fc2.bias.any()
+
+
+def test_an_option_given_wins_over_the_variants_own():
+    model = cnnlab.create_model("efficientnet_b3", num_classes=10, dropout=0.1)  # the variant's is 0.3
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.1]

@@ -62,7 +62,13 @@ def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
 def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
     config = apply_recipe(TrainConfig(model="resnet20", lr=0.05, optimizer="nesterov"))
     assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled
-    assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer", "clip_grad_norm", "ema_decay"}
+    assert set(config.from_recipe) == set(FIELDS) - {
+        "lr",
+        "optimizer",
+        "clip_grad_norm",
+        "ema_decay",
+        "aux_weight",
+    }
     assert config.momentum == recipe_of("resnet20").momentum
     filled = list(config.from_recipe)
     assert apply_recipe(config).from_recipe == filled  # applied twice: nothing left unset, nothing added
@@ -83,6 +89,56 @@ def test_a_variants_own_recipe_wins_over_its_familys(monkeypatch):
 
     assert recipe_of("cnn_of_the_family") is family and recipe_of("cnn_of_its_own") is own
     assert recipe_of("resnet20") is DEFAULT  # a family that sets none
+
+
+def test_a_recipes_model_args_reach_the_builder_and_a_model_arg_wins_per_key(monkeypatch):
+    recipe = Recipe(model_args={"dropout": 0.1, "init": "kaiming"})
+    assert recipe.model_args == (("dropout", 0.1), ("init", "kaiming"))  # hashable, in one order
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
+    config = apply_recipe(TrainConfig(model="alexnet", model_kwargs={"dropout": 0.3}))
+    assert config.model_kwargs == {"dropout": 0.3, "init": "kaiming"} and "model_args" in config.from_recipe
+    given = apply_recipe(TrainConfig(model="alexnet", model_kwargs={"dropout": 0.3, "init": "torch"}))
+    assert given.model_kwargs == {"dropout": 0.3, "init": "torch"} and "model_args" not in given.from_recipe
+    model = create_model("alexnet", num_classes=10, **config.model_kwargs)
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_the_aux_weight_is_each_auxiliary_heads_share_of_the_loss(weight):
+    from cnnlab.loss import classification_loss
+
+    g = torch.Generator().manual_seed(0)
+    main, aux1, aux2 = (torch.randn(6, 4, generator=g) for _ in range(3))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss, logits = classification_loss((main, aux1, aux2), y, 0.0, weight)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(loss, ce(main, y) + weight * (ce(aux1, y) + ce(aux2, y)))
+    assert logits is main
+
+
+def test_a_recipes_image_size_resizes_smaller_data_with_a_note(tiny_digits, monkeypatch):
+    from cnnlab.train.loop import _load_data
+
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(image_size=36))
+    config = TrainConfig(model="simple_cnn", data=str(tiny_digits))
+    data, notes = _load_data(config)
+    assert data.image_size == (40, 40) and config.image_size == 40  # 36 rounded up to a multiple of 8
+    assert len(notes) == 1 and "resized to 40x40" in notes[0] and "image_size" in config.from_recipe
+    given = TrainConfig(model="simple_cnn", data=str(tiny_digits), image_size=28)
+    assert _load_data(given)[0].image_size == (28, 28)  # an explicit --image-size wins
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(image_size=28))
+    assert _load_data(TrainConfig(model="simple_cnn", data=str(tiny_digits)))[1] == []  # large enough
+
+
+def test_a_recipes_min_steps_sets_the_epochs_of_a_small_dataset(monkeypatch):
+    from cnnlab.train.loop import _epochs
+
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: Recipe(epochs=4, min_steps=100))
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(epochs=4, min_steps=100))
+    config = apply_recipe(TrainConfig(model="resnet20"))
+    assert config.min_steps == 100 and _epochs(config, 31, []) == 4  # 124 steps: enough
+    assert _epochs(config, 10, []) == 10
+    assert _epochs(apply_recipe(TrainConfig(model="resnet20", min_steps=200)), 31, []) == 7  # the flag wins
 
 
 def _one_batch_dataset() -> Dataset:

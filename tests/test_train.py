@@ -10,8 +10,10 @@ from safetensors.torch import load_file
 
 import cnnlab
 from cnnlab.errors import CnnlabError, InputSizeError, RunDirError, UnknownNameError
+from cnnlab.models import recipe_of
 from cnnlab.rundir import RESULT_KEYS, load_checkpoint, save_checkpoint
 from cnnlab.train import TrainConfig, fit
+from cnnlab.train.config import apply_recipe
 from cnnlab.train.schedule import lr_factor
 
 
@@ -128,8 +130,10 @@ def test_a_small_dataset_gets_the_minimum_number_of_steps(images, epochs, said):
 
     notes: list[str] = []
     steps_per_epoch = max(1, images // 128)
-    assert _epochs(TrainConfig(model="resnet20"), steps_per_epoch, notes) == epochs  # its recipe: 12
-    assert epochs * steps_per_epoch >= TrainConfig().min_steps
+    assert (
+        _epochs(apply_recipe(TrainConfig(model="resnet20")), steps_per_epoch, notes) == epochs
+    )  # recipe: 12
+    assert epochs * steps_per_epoch >= recipe_of("resnet20").min_steps
     assert bool(notes) == said
     assert _epochs(TrainConfig(model="resnet20", epochs=3), steps_per_epoch, []) == 3  # --epochs wins
 

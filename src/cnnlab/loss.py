@@ -9,11 +9,15 @@ AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 
 
 def classification_loss(
-    outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, label_smoothing: float
+    outputs: torch.Tensor | tuple[torch.Tensor, ...],
+    y: torch.Tensor,
+    label_smoothing: float,
+    aux_weight: float = AUX_WEIGHT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and main logits; auxiliary heads (models that return a tuple in training) add 0.3 each."""
+    """Loss and main logits; auxiliary heads (models that return a tuple in training) add theirs,
+    weighted by ``aux_weight`` each."""
     main, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
     loss = F.cross_entropy(main, y, label_smoothing=label_smoothing)
     for logits in aux:
-        loss = loss + AUX_WEIGHT * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        loss = loss + aux_weight * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     return loss, main

@@ -62,7 +62,9 @@ def _recipe(recipe: dict[str, Any]) -> str:
     words = []
     for name, value in recipe.items():
         flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, bool):
+        if name == "model_args":
+            words += [f"--model-arg {key}={arg}" for key, arg in value]
+        elif isinstance(value, bool):
             words.append(flag if value else f"--no-{name.replace('_', '-')}")
         elif value is not None:
             words.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")

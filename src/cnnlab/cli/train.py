@@ -63,13 +63,14 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an option of the model's builder, e.g. k=5 or metric=cosine for knn (repeatable)",
+        help="an option of the model's builder, e.g. k=5 or metric=cosine for knn, dropout=0.2 (repeatable; "
+        "wins over the recipe's)",
     )
     p.add_argument(
         "--image-size",
         type=int,
-        help="resize every image to this side (default: images smaller than the model takes are "
-        "resized up to its minimum, rounded up to a multiple of 8)",
+        help="resize every image to this side (default: images smaller than the model's recipe says are "
+        "resized up to its size, or the model's minimum rounded up to a multiple of 8)",
     )
     p.add_argument(
         "--hflip",
@@ -90,8 +91,8 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument(
         "--min-steps",
         type=int,
-        default=d.min_steps,
-        help=f"without --epochs, at least this many optimizer steps (default {d.min_steps})",
+        help="without --epochs, at least this many optimizer steps (default: the model's recipe, see "
+        "`cnnlab models NAME`)",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
@@ -134,6 +135,9 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--ema-decay",
         type=float,
         help=f"evaluate and save a moving average of the weights with this decay, e.g. 0.999 ({recipe})",
+    )
+    p.add_argument(
+        "--aux-weight", type=float, help=f"each auxiliary classifier's share of the loss ({recipe})"
     )
 
 

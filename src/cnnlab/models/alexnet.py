@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import CnnlabError
 from ..layers import LocalResponseNorm, skip_on_meta
 from .registry import register
 
@@ -41,6 +42,7 @@ from .registry import register
 LATER_CONVS = ((5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))
 POOL_AFTER = (0, 1, 4)  # conv1, conv2 and conv5 are followed by 3x3/2 max pooling
 POOL = (3, 2)
+INITS = ("torch", "paper", "kaiming")
 
 
 def smallest_input(convs: Sequence[tuple[int, int, int]]) -> int:
@@ -65,8 +67,9 @@ class AlexNet(nn.Module):
 
     ``lrn`` inserts LocalResponseNorm after the ReLU of conv1 and conv2; ``groups[i]`` splits conv
     i+1 into towers; ``dropout_after_fc`` puts dropout on the outputs of fc6 and fc7 (the paper)
-    rather than on their inputs (torchvision); ``paper_init`` uses the paper's N(0, 0.01) weights
-    and unit biases in conv2, conv4, conv5, fc6 and fc7.
+    rather than on their inputs (torchvision). ``init`` is ``"torch"`` (PyTorch's layer defaults, as
+    torchvision), ``"paper"`` (N(0, 0.01) weights, unit biases in conv2, conv4, conv5, fc6 and fc7)
+    or ``"kaiming"`` (He et al. 2015's N(0, 2/fan_in), zero biases).
     """
 
     def __init__(
@@ -76,7 +79,7 @@ class AlexNet(nn.Module):
         groups: Sequence[int] = (1, 1, 1, 1, 1),
         lrn: bool = False,
         dropout_after_fc: bool = False,
-        paper_init: bool = False,
+        init: str = "torch",
         hidden: int = 4096,
         dropout: float = 0.5,
         num_classes: int = 1000,
@@ -111,18 +114,23 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(*head)
         self.min_input_size = smallest_input(convs)
         self.default_input_size = (in_chans, default_size, default_size)
-        if paper_init:
-            self._init_as_paper()
+        if init not in INITS:
+            raise CnnlabError(f"alexnet: init must be one of {', '.join(INITS)}, got {init!r}")
+        if init != "torch":
+            self._init_weights(init)
 
     @skip_on_meta
-    def _init_as_paper(self) -> None:
-        # Section 5: unit biases feed the ReLUs positive inputs early on, which the authors found
-        # speeds up the start of learning; they are in conv2, conv4, conv5 and the hidden FC layers.
+    def _init_weights(self, init: str) -> None:
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
-        unit_bias = {convs[1], convs[3], convs[4], fcs[0], fcs[1]}
+        # Section 5: unit biases feed the ReLUs positive inputs early on, which the authors found
+        # speeds up the start of learning; they are in conv2, conv4, conv5 and the hidden FC layers.
+        unit_bias = {convs[1], convs[3], convs[4], fcs[0], fcs[1]} if init == "paper" else set()
         for layer in convs + fcs:
-            nn.init.normal_(layer.weight, 0.0, 0.01)
+            if init == "paper":
+                nn.init.normal_(layer.weight, 0.0, 0.01)
+            else:  # a variance that each ReLU layer keeps, where N(0, 0.01) shrinks it layer by layer
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.constant_(layer.bias, 1.0 if layer in unit_bias else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +147,7 @@ def alexnet(**kwargs) -> AlexNet:
 
 
 @register
-def alexnet_paper(**kwargs) -> AlexNet:
+def alexnet_paper(init: str = "paper", **kwargs) -> AlexNet:
     """AlexNet as in the 2012 paper: 96 11x11/4 filters, LRN after conv1 and conv2, overlapping 3x3/2
     max pooling, the two-GPU split as groups=2 in conv2, conv4 and conv5, FC 4096-4096 with dropout
     0.5, N(0, 0.01) weights and unit biases in conv2/4/5 and fc6/7; 227x227 input (61.0M parameters)."""
@@ -149,7 +157,7 @@ def alexnet_paper(**kwargs) -> AlexNet:
         groups=(1, 2, 1, 2, 2),
         lrn=True,
         dropout_after_fc=True,
-        paper_init=True,
+        init=init,
         default_size=227,
         **kwargs,
     )

@@ -9,7 +9,9 @@ is a `cnnlab train` flag of the same name, and a flag that is given wins over th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw", "rmsprop")  # all torch.optim's
 
@@ -27,14 +29,23 @@ class Recipe:
     label_smoothing: float = 0.1
     clip_grad_norm: float | None = None  # the gradients' global norm is clipped to this, if set
     ema_decay: float | None = None  # if set, the weights evaluated and saved are this moving average
+    min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
+    image_size: int | None = None  # smaller images are resized up to this side; None: the model's minimum
+    aux_weight: float | None = None  # each auxiliary classifier's share of the loss; None: loss.AUX_WEIGHT
+    # Options of the model's builder (dropout, drop-path, initialization), as --model-arg KEY=VALUE
+    # gives them; a mapping here, kept as sorted pairs so that a recipe stays hashable.
+    model_args: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        object.__setattr__(self, "model_args", tuple(sorted(dict(self.model_args).items())))
 
 
 DEFAULT = Recipe()
 
-# The TrainConfig fields a recipe fills when the user leaves them unset; epochs is the training loop's
-# to settle, once it knows the dataset's size.
-FIELDS = tuple(name for name in Recipe.__dataclass_fields__ if name != "epochs")
+# The TrainConfig fields a recipe fills when the user leaves them unset. Epochs and image size are the
+# training loop's to settle, once it knows the dataset; model_args join the run's model_kwargs.
+FIELDS = tuple(
+    name for name in Recipe.__dataclass_fields__ if name not in ("epochs", "image_size", "model_args")
+)

@@ -94,7 +94,7 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs
     try:
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
-        if "unexpected keyword argument" in str(e):
+        if "unexpected keyword argument" in str(e) or "multiple values for" in str(e):
             raise CnnlabError(f"{name}: {e}") from None
         raise
     model.register_forward_pre_hook(_InputCheck(name, in_chans))

@@ -24,7 +24,7 @@ class TrainConfig:
     data: str = "mnist5k"
     data_root: str | None = None
     epochs: int | None = None  # None: the recipe's, or more to reach min_steps on a small dataset
-    min_steps: int = 360  # optimizer steps a run without --epochs gets at least (mnist5k: 372 in 12)
+    min_steps: int | None = None  # without --epochs, at least this many optimizer steps; None: the recipe's
     batch_size: int = 128
     # None: the model's recipe (models/recipe.py; `cnnlab models NAME` shows it), lr scaled to the batch.
     optimizer: str | None = None
@@ -37,6 +37,7 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad_norm: float | None = None
     ema_decay: float | None = None
+    aux_weight: float | None = None
     from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
@@ -63,6 +64,7 @@ class TrainConfig:
             "momentum": (self.momentum, 0, 1, False, True),
             "clip_grad_norm": (self.clip_grad_norm, 0, math.inf, True, True),
             "ema_decay": (self.ema_decay, 0, 1, True, True),
+            "aux_weight": (self.aux_weight, 0, 1_000_000, False, False),
             "weight_decay": (self.weight_decay, 0, 1, False, False),
             "warmup_epochs": (self.warmup_epochs, 0, 1_000_000, False, False),
             "label_smoothing": (self.label_smoothing, 0, 1, False, True),
@@ -92,5 +94,8 @@ def apply_recipe(config: TrainConfig) -> TrainConfig:
                 value = scaled_lr(value, config.batch_size)
             setattr(config, name, value)
             config.from_recipe.append(name)
+    if any(key not in config.model_kwargs for key, _ in recipe.model_args):  # --model-arg wins per key
+        config.model_kwargs = dict(recipe.model_args) | config.model_kwargs
+        config.from_recipe.append("model_args")
     config.check()
     return config

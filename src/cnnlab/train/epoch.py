@@ -14,7 +14,7 @@ from torch import nn
 from ..data.augment import EpochPlan, Normalize, batches
 from ..data.base import Dataset
 from ..errors import CnnlabError
-from ..loss import classification_loss
+from ..loss import AUX_WEIGHT, classification_loss
 from ..runtime import autocast
 from .distributed import SINGLE_PROCESS, World, all_sum, shard
 from .progress import TrainProgress
@@ -51,6 +51,7 @@ class Optimization:
     lr: float
     clip_grad_norm: float | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None  # updated after every step
+    aux_weight: float = AUX_WEIGHT  # each auxiliary classifier's share of the loss
 
 
 def train_epoch(
@@ -83,7 +84,7 @@ def train_epoch(
     )
     for step, (x, y) in enumerate(data_clock.timed(prepared)):
         with autocast(device, dtype):
-            loss, logits = classification_loss(model(x), y, label_smoothing)
+            loss, logits = classification_loss(model(x), y, label_smoothing, opt.aux_weight)
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
         if opt.clip_grad_norm is not None:

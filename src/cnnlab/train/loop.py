@@ -22,6 +22,7 @@ from ..data.augment import Normalize, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
+from ..loss import AUX_WEIGHT
 from ..models import check_input_size, create_model, min_input_size, recipe_of
 from ..models.recipe import DEFAULT as DEFAULT_RECIPE
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
@@ -230,12 +231,16 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
                 config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
             )
         minimum = min_input_size(probe)
-        if min(data.image_size) < minimum:
-            side = -(-minimum // 8) * 8  # a multiple of 8 keeps the strided stages' maps whole
+        recipe_side = recipe_of(config.model).image_size  # type: ignore[arg-type]
+        wanted = recipe_side or minimum
+        if min(data.image_size) < wanted:
+            side = -(-max(wanted, minimum) // 8) * 8  # a multiple of 8 keeps the strided stages' maps whole
             notes.append(
                 f"{data.name}'s {'x'.join(map(str, data.image_size))} images are smaller than {config.model} "
-                f"takes ({minimum}x{minimum}): resized to {side}x{side} (--image-size chooses another side)"
+                f"trains on ({wanted}x{wanted}): resized to {side}x{side} (--image-size chooses another side)"
             )
+            if recipe_side:
+                config.from_recipe.append("image_size")
             config.image_size = side  # recorded in config.json: a resumed run and `eval` resize alike
             data = datasets.resize(data, side)
     if config.hflip is not None:
@@ -277,7 +282,8 @@ def _optimization(
     if config.ema_decay is not None:  # BatchNorm's running statistics are averaged too
         averaging = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=averaging, use_buffers=True)
-    return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm, ema)  # type: ignore[arg-type]
+    aux_weight = AUX_WEIGHT if config.aux_weight is None else config.aux_weight
+    return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm, ema, aux_weight)  # type: ignore[arg-type]
 
 
 def _restore(s: Session) -> list[dict[str, float]]:
