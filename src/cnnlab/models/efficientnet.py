@@ -207,63 +207,64 @@ class EfficientNet(nn.Module):
 _TF_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
 
-def _scaled(width: float, depth: float, resolution: int, dropout: float, **kwargs) -> EfficientNet:
-    """A variant by its scaling; an option given (say, a recipe's dropout) wins over the variant's."""
-    scaling = {"width_mult": width, "depth_mult": depth, "resolution": resolution, "dropout": dropout}
-    return EfficientNet(**(scaling | kwargs))
+def _scaled(scaling: tuple[float, float, int, float], **kwargs) -> EfficientNet:
+    """A variant by its (width, depth, resolution, dropout); an option given (say, a recipe's dropout)
+    wins over the variant's."""
+    names = ("width_mult", "depth_mult", "resolution", "dropout")
+    return EfficientNet(**(dict(zip(names, scaling, strict=True)) | kwargs))
 
 
 @register
 def efficientnet_b0(**kwargs) -> EfficientNet:
     """EfficientNet-B0: the baseline found by neural architecture search (Table 1), 16 MBConv blocks
     in 7 stages at 16-320 channels, head 1280, 224x224 input, dropout 0.2; 5.3M parameters."""
-    return _scaled(1.0, 1.0, 224, 0.2, **kwargs)
+    return _scaled((1.0, 1.0, 224, 0.2), **kwargs)
 
 
 @register
 def efficientnet_b1(**kwargs) -> EfficientNet:
     """EfficientNet-B1: B0 with depth x1.1 (23 blocks), width x1.0, 240x240 input, dropout 0.2;
     7.8M parameters."""
-    return _scaled(1.0, 1.1, 240, 0.2, **kwargs)
+    return _scaled((1.0, 1.1, 240, 0.2), **kwargs)
 
 
 @register
 def efficientnet_b2(**kwargs) -> EfficientNet:
     """EfficientNet-B2: B0 with depth x1.2, width x1.1 (head 1408), 260x260 input, dropout 0.3;
     9.1M parameters."""
-    return _scaled(1.1, 1.2, 260, 0.3, **kwargs)
+    return _scaled((1.1, 1.2, 260, 0.3), **kwargs)
 
 
 @register
 def efficientnet_b3(**kwargs) -> EfficientNet:
     """EfficientNet-B3: B0 with depth x1.4, width x1.2 (head 1536), 300x300 input, dropout 0.3;
     12.2M parameters."""
-    return _scaled(1.2, 1.4, 300, 0.3, **kwargs)
+    return _scaled((1.2, 1.4, 300, 0.3), **kwargs)
 
 
 @register
 def efficientnet_b4(**kwargs) -> EfficientNet:
     """EfficientNet-B4: B0 with depth x1.8, width x1.4 (head 1792), 380x380 input, dropout 0.4;
     19.3M parameters."""
-    return _scaled(1.4, 1.8, 380, 0.4, **kwargs)
+    return _scaled((1.4, 1.8, 380, 0.4), **kwargs)
 
 
 @register
 def efficientnet_b5(**kwargs) -> EfficientNet:
     """EfficientNet-B5: B0 with depth x2.2, width x1.6 (head 2048), 456x456 input, dropout 0.4, BN
     eps 1e-3 and momentum 0.01; 30.4M parameters."""
-    return _scaled(1.6, 2.2, 456, 0.4, **(_TF_BN | kwargs))
+    return _scaled((1.6, 2.2, 456, 0.4), **(_TF_BN | kwargs))
 
 
 @register
 def efficientnet_b6(**kwargs) -> EfficientNet:
     """EfficientNet-B6: B0 with depth x2.6, width x1.8 (head 2304), 528x528 input, dropout 0.5, BN
     eps 1e-3 and momentum 0.01; 43.0M parameters."""
-    return _scaled(1.8, 2.6, 528, 0.5, **(_TF_BN | kwargs))
+    return _scaled((1.8, 2.6, 528, 0.5), **(_TF_BN | kwargs))
 
 
 @register
 def efficientnet_b7(**kwargs) -> EfficientNet:
     """EfficientNet-B7: B0 with depth x3.1, width x2.0 (head 2560), 600x600 input, dropout 0.5, BN
     eps 1e-3 and momentum 0.01; 66.3M parameters."""
-    return _scaled(2.0, 3.1, 600, 0.5, **(_TF_BN | kwargs))
+    return _scaled((2.0, 3.1, 600, 0.5), **(_TF_BN | kwargs))
