@@ -115,7 +115,7 @@ def test_unexpected_keyword_is_a_user_error():
     with pytest.raises(CnnlabError, match="unexpected keyword"):
         cnnlab.create_model("resnet18", depth=3)
     with pytest.raises(CnnlabError, match="multiple values for keyword argument 'lrn'"):
-        cnnlab.create_model("alexnet_paper", lrn=False)  # a variant's defining option, as --model-arg gives it
+        cnnlab.create_model("alexnet_paper", lrn=False)  # an option the variant sets itself
 
 
 def test_list_models_filters_and_registration_is_unique():
