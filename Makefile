@@ -33,10 +33,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# docs/results.md from the recorded JSON (benchmarks/results/, docs/figures/); standard library only.
+# docs/results.md from the recorded JSON (benchmarks/results/, docs/figures/), and docs/papers.md from
+# the paper recipes registered beside the models (this one imports cnnlab, hence the virtual env).
 .PHONY: results
-results:
-	$(PYTHON) benchmarks/render.py
+results: $(VENV)/.installed
+	$(BIN)/python benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

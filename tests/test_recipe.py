@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.data.augment import Normalize, plan_epoch
 from cnnlab.data.base import Dataset
-from cnnlab.models import create_model, list_models, recipe_of, registry
+from cnnlab.models import create_model, list_models, paper_recipe_of, recipe_of, registry
 from cnnlab.models.recipe import DEFAULT, FIELDS, OPTIMIZERS, Recipe
 from cnnlab.train import TrainConfig
 from cnnlab.train.config import apply_recipe
@@ -29,7 +29,8 @@ def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("recipe", sorted({recipe_of(n) for n in list_models()}, key=repr) + [
     dataclasses.replace(DEFAULT, optimizer=o, decay_norm_and_bias=False) for o in OPTIMIZERS
-], ids=repr)  # fmt: skip
+] + sorted({paper_recipe_of(n) for n in list_models()} - {None}, key=repr),
+    ids=lambda r: f"{r.optimizer}-{r.schedule}-{r.lr:g}-{r.source or 'cnnlab'}")  # fmt: skip
 def test_every_recipe_builds_its_optimizer_and_takes_a_step(recipe, monkeypatch):
     monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
     settings = apply_recipe(TrainConfig(model="simple_cnn"))
@@ -62,13 +63,15 @@ def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
 def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
     config = apply_recipe(TrainConfig(model="resnet20", lr=0.05, optimizer="nesterov"))
     assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled
-    assert set(config.from_recipe) == set(FIELDS) - {
-        "lr",
-        "optimizer",
+    unset = {
         "clip_grad_norm",
         "ema_decay",
+        "batch_size",
+        "decay_every",
+        "warmup_factor",
         "aux_weight",
-    }
+    }  # None in it
+    assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer"} - unset
     assert config.momentum == recipe_of("resnet20").momentum
     filled = list(config.from_recipe)
     assert apply_recipe(config).from_recipe == filled  # applied twice: nothing left unset, nothing added
@@ -94,7 +97,7 @@ def test_a_variants_own_recipe_wins_over_its_familys(monkeypatch):
 def test_a_recipes_model_args_reach_the_builder_and_a_model_arg_wins_per_key(monkeypatch):
     recipe = Recipe(model_args={"dropout": 0.1, "init": "kaiming"})
     assert recipe.model_args == (("dropout", 0.1), ("init", "kaiming"))  # hashable, in one order
-    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name, paper=False: recipe)
     config = apply_recipe(TrainConfig(model="alexnet", model_kwargs={"dropout": 0.3}))
     assert config.model_kwargs == {"dropout": 0.3, "init": "kaiming"} and "model_args" in config.from_recipe
     given = apply_recipe(TrainConfig(model="alexnet", model_kwargs={"dropout": 0.3, "init": "torch"}))
@@ -119,26 +122,51 @@ def test_the_aux_weight_is_each_auxiliary_heads_share_of_the_loss(weight):
 def test_a_recipes_image_size_resizes_smaller_data_with_a_note(tiny_digits, monkeypatch):
     from cnnlab.train.loop import _load_data
 
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(image_size=36))
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=36))
     config = TrainConfig(model="simple_cnn", data=str(tiny_digits))
     data, notes = _load_data(config)
     assert data.image_size == (40, 40) and config.image_size == 40  # 36 rounded up to a multiple of 8
     assert len(notes) == 1 and "resized to 40x40" in notes[0] and "image_size" in config.from_recipe
     given = TrainConfig(model="simple_cnn", data=str(tiny_digits), image_size=28)
     assert _load_data(given)[0].image_size == (28, 28)  # an explicit --image-size wins
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(image_size=28))
+    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=28))
     assert _load_data(TrainConfig(model="simple_cnn", data=str(tiny_digits)))[1] == []  # large enough
 
 
 def test_a_recipes_min_steps_sets_the_epochs_of_a_small_dataset(monkeypatch):
     from cnnlab.train.loop import _epochs
 
-    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: Recipe(epochs=4, min_steps=100))
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name: Recipe(epochs=4, min_steps=100))
+    monkeypatch.setattr(
+        "cnnlab.train.config.recipe_of", lambda name, paper=False: Recipe(epochs=4, min_steps=100)
+    )
+    monkeypatch.setattr(
+        "cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(epochs=4, min_steps=100)
+    )
     config = apply_recipe(TrainConfig(model="resnet20"))
     assert config.min_steps == 100 and _epochs(config, 31, []) == 4  # 124 steps: enough
     assert _epochs(config, 10, []) == 10
     assert _epochs(apply_recipe(TrainConfig(model="resnet20", min_steps=200)), 31, []) == 7  # the flag wins
+
+
+@pytest.mark.parametrize("family_paper", ["one", "by_name"])
+def test_a_variants_own_paper_recipe_wins_over_its_familys(monkeypatch, family_paper):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    family, own = Recipe(optimizer="nesterov", source="family"), Recipe(optimizer="rmsprop", source="own")
+    table = family if family_paper == "one" else {"cnn_of_the_paper": family}
+    monkeypatch.setattr(sys.modules[__name__], "PAPER_RECIPE", table, raising=False)
+
+    @registry.register
+    def cnn_of_the_paper(**kwargs):
+        return create_model("simple_cnn", **kwargs)
+
+    @registry.register(paper=own)
+    def cnn_of_its_own_paper(**kwargs):
+        return create_model("simple_cnn", **kwargs)
+
+    assert recipe_of("cnn_of_the_paper", paper=True) is family
+    assert recipe_of("cnn_of_its_own_paper", paper=True) is own
+    assert recipe_of("cnn_of_the_paper") is DEFAULT  # the default recipe is untouched
+    assert paper_recipe_of("simple_cnn") is None
 
 
 def _one_batch_dataset() -> Dataset:
@@ -234,7 +262,8 @@ def test_a_run_from_before_recipes_resumes_with_its_own_settings(tiny_digits, tm
         _train(tiny_digits, tmp_path / "cut", "linear", **before)
     monkeypatch.setattr(loop, "_epoch", real)
     config = json.loads((tmp_path / "cut" / "config.json").read_text())
-    for new in ("optimizer", "decay_norm_and_bias", "clip_grad_norm", "ema_decay", "from_recipe", "hflip"):
+    for new in ("optimizer", "decay_norm_and_bias", "clip_grad_norm", "ema_decay", "from_recipe", "hflip",
+                "recipe", "milestones", "gamma", "decay_every", "warmup_factor"):  # fmt: skip
         del config["train"][new]  # as the trainer wrote config.json before recipes
     (tmp_path / "cut" / "config.json").write_text(json.dumps(config))
     resume(tmp_path / "cut", quiet=True)

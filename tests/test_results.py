@@ -1,7 +1,8 @@
-"""docs/results.md is the render of the recorded JSON, and the README and docs type no measured number.
+"""docs/results.md is the render of the recorded JSON, docs/papers.md that of the registered paper
+recipes, and the README and the other docs type no measured number.
 
-The page is rendered again here from ``benchmarks/results/`` and ``docs/figures/`` and must equal the
-committed one; a copy of the JSON with one number changed must render differently (the negative
+Each page is rendered again here (from ``benchmarks/results/`` and ``docs/figures/``, or from the
+recipes) and must equal the committed one; a changed number must render differently (the negative
 control: the check would catch a stale page).
 """
 
@@ -31,6 +32,23 @@ render = _render_module()
 def test_results_page_is_the_render_of_the_json():
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     assert page == render.render(ROOT), "docs/results.md is stale: run `make results`"
+
+
+def test_papers_page_is_the_render_of_the_paper_recipes():
+    page = (ROOT / render.PAPERS_PAGE).read_text(encoding="utf-8")
+    assert page == render.render_papers(), "docs/papers.md is stale: run `make results`"
+
+
+def test_a_changed_paper_recipe_changes_the_papers_page(monkeypatch):
+    from cnnlab.models import resnet
+
+    before = render.render_papers()
+    changed = resnet.PAPER_RECIPE["resnet20"].replace(reports="CIFAR-10 test error 1.23% (Table 99)")
+    monkeypatch.setitem(resnet.PAPER_RECIPE, "resnet20", changed)
+    after = render.render_papers()
+    assert "1.23% (Table 99)" in after and "1.23%" not in before
+    row = "| `resnet20` | CIFAR-10 test error 1.23% (Table 99) | `cnnlab train --model resnet20 --data"
+    assert row in after
 
 
 @pytest.fixture
@@ -71,13 +89,15 @@ def test_every_result_records_its_machine():
         assert machine["cpu"] and machine["cores"] and machine["torch"], path.name
 
 
+RENDERED = (render.PAGE.name, render.PAPERS_PAGE.name)  # pages whose every number is rendered
+
 # A measured quantity typed into prose: a percentage, a rate or a duration next to a digit.
 MEASURED = re.compile(r"\d(\.\d+)?\s*(%|img/s|images/s|GFLOP/s|ms\b|s of |seconds|min\b|x faster)")
 
 
 @pytest.mark.parametrize(
     "page",
-    [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "results.md")],
+    [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in RENDERED)],
     ids=lambda p: p.name,
 )
 def test_no_page_but_the_rendered_one_types_a_measured_number(page: Path):

@@ -1,6 +1,7 @@
 """A real short training: the loss falls, the run directory is complete and loads back."""
 
 import csv
+import dataclasses
 import itertools
 import json
 
@@ -14,7 +15,7 @@ from cnnlab.models import recipe_of
 from cnnlab.rundir import RESULT_KEYS, load_checkpoint, save_checkpoint
 from cnnlab.train import TrainConfig, fit
 from cnnlab.train.config import apply_recipe
-from cnnlab.train.schedule import lr_factor
+from cnnlab.train.schedule import SCHEDULES, make_optimizer
 
 
 @pytest.mark.slow
@@ -110,10 +111,17 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "step", "onecycle"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_schedules_warm_up_peak_and_decay(schedule):
-    f = lr_factor(schedule, total_steps=100, warmup_steps=10)
-    values = [f(s) for s in range(100)]
+    settings = dataclasses.replace(
+        apply_recipe(TrainConfig(model="resnet20")), schedule=schedule, decay_every=1.0, gamma=0.1
+    )
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(1, 1), settings, 100, 10, steps_per_epoch=10)
+    values = []
+    for _ in range(100):
+        values.append(optimizer.param_groups[0]["lr"] / settings.lr)
+        optimizer.step()
+        scheduler.step()
     assert max(values) == pytest.approx(1.0)
     assert values[0] < 0.5 and values[-1] < 0.05
     peak = values.index(max(values))

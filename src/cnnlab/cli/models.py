@@ -31,7 +31,7 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
             f"[bold]{r['name']}[/bold] ({r['family']}): {r['params']:,} parameters for 1000 classes; "
             f"input {'x'.join(map(str, r['default_input_size']))}, at least "
             f"{r['min_input_size']}x{r['min_input_size']}\n{r['description']}\n"
-            f"training recipe (each a `cnnlab train` flag): {_recipe(r['recipe'])}",
+            f"training recipe (each a `cnnlab train` flag): {_recipe(r['recipe'])}\n{_paper(r)}",
             highlight=False,
         )
         return
@@ -59,17 +59,33 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 def _recipe(recipe: dict[str, Any]) -> str:
     """``--optimizer sgd, --lr 0.1 (at batch 128), ...``: the recipe as the flags that override it."""
+    from ..models.recipe import ABOUT, BATCH, SCHEDULE_FIELDS
+
     words = []
     for name, value in recipe.items():
         flag = f"--{name.replace('_', '-')}"
+        unused = recipe["schedule"] not in SCHEDULE_FIELDS.get(name, (recipe["schedule"],))
+        if name in ABOUT or value is None or unused:
+            continue
         if name == "model_args":
             words += [f"--model-arg {key}={arg}" for key, arg in value]
         elif isinstance(value, bool):
             words.append(flag if value else f"--no-{name.replace('_', '-')}")
-        elif value is not None:
+        elif isinstance(value, (list, tuple)):
+            words.append(f"{flag} {' '.join(f'{v:g}' for v in value)}")
+        else:
             words.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-            words[-1] += " (at batch 128)" if name == "lr" else ""
+            words[-1] += f" (at batch {recipe['batch_size'] or BATCH})" if name == "lr" else ""
     return ", ".join(words)
+
+
+def _paper(row: dict[str, Any]) -> str:
+    """The paper's recipe, where the model has one, with what the paper reports."""
+    paper = row.get("paper_recipe")
+    if paper is None:
+        return "no paper recipe (`--recipe paper` is refused)"
+    about = "; ".join(f"{key}: {paper[key]}" for key in ("data", "reports", "source", "notes") if paper[key])
+    return f"paper recipe (`--recipe paper`): {_recipe(paper)}\n{about}"
 
 
 def add(sub: Any) -> None:

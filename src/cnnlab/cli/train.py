@@ -94,7 +94,11 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
         help="without --epochs, at least this many optimizer steps (default: the model's recipe, see "
         "`cnnlab models NAME`)",
     )
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per optimizer step (default 128, or the paper's batch with --recipe paper)",
+    )
     p.add_argument(
         "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
     )
@@ -115,11 +119,21 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     """The settings a model's recipe gives when they are not: `cnnlab models NAME` shows its recipe."""
     from ..models.recipe import OPTIMIZERS
+    from ..train.config import RECIPES
     from ..train.schedule import SCHEDULES
 
     recipe = "default: the model's recipe, see `cnnlab models NAME`"
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="default",
+        help="which of the model's recipes gives the settings below when not given: its default one, or "
+        "its paper's (the paper's batch, epochs and schedule; docs/papers.md lists them)",
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=recipe)
-    p.add_argument("--lr", type=float, help=f"peak learning rate ({recipe}, scaled by batch size / 128)")
+    p.add_argument(
+        "--lr", type=float, help=f"peak learning rate ({recipe}, scaled by batch size / the recipe's batch)"
+    )
     p.add_argument("--momentum", type=float, help=f"SGD's and RMSprop's momentum, AdamW's beta1 ({recipe})")
     p.add_argument("--weight-decay", type=float, help=recipe)
     p.add_argument(
@@ -128,7 +142,26 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         help=f"weight decay on BatchNorm's scale and shift and on biases too ({recipe})",
     )
     p.add_argument("--schedule", choices=SCHEDULES, help=recipe)
+    p.add_argument(
+        "--milestones",
+        type=float,
+        nargs="+",
+        metavar="FRACTION",
+        help=f"--schedule step: multiply the rate by --gamma at these fractions of the run ({recipe})",
+    )
+    p.add_argument("--gamma", type=float, help=f"the factor of each step or exponential decay ({recipe})")
+    p.add_argument(
+        "--decay-every",
+        type=float,
+        metavar="EPOCHS",
+        help=f"--schedule exponential: decay by --gamma every this many epochs after the warm-up ({recipe})",
+    )
     p.add_argument("--warmup-epochs", type=float, help=recipe)
+    p.add_argument(
+        "--warmup-factor",
+        type=float,
+        help=f"hold this fraction of the rate during the warm-up instead of ramping up linearly ({recipe})",
+    )
     p.add_argument("--label-smoothing", type=float, help=recipe)
     p.add_argument("--clip-grad-norm", type=float, help=f"clip the gradients' norm to this ({recipe})")
     p.add_argument(

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBNAct, skip_on_meta
+from .recipe import Recipe
 from .registry import register
 
 BN_EPS = 0.001  # torchvision's BasicConv2d
@@ -193,3 +194,33 @@ def googlenet(**kwargs) -> GoogLeNet:
     auxiliary classifiers after 4a and 4d (``aux_logits=True``) return ``(main, aux1, aux2)`` in
     training only."""
     return GoogLeNet(**kwargs)
+
+
+# The paper's recipe (`cnnlab train --recipe paper`; docs/papers.md renders it). Szegedy et al. 2015,
+# Sec. 6: asynchronous SGD with momentum 0.9, the rate decreased by 4% every 8 epochs; the auxiliary
+# losses weighted 0.3 (loss.py). The paper gives no rate, batch, weight decay or length.
+PAPER_RECIPE = {
+    "googlenet": Recipe(
+        epochs=250,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=2e-4,
+        decay_norm_and_bias=True,
+        schedule="exponential",
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        batch_size=32,
+        gamma=0.96,
+        decay_every=8.0,
+        data="imagenet",
+        reports="ImageNet val top-5 error 10.07%, one model and one crop (Table 5)",
+        source="Szegedy et al. 2015, Sec. 6",
+        notes="The rate 0.01 at a batch of 32, weight decay 2e-4 and 250 epochs are not the paper's but "
+        "those of Caffe's BVLC GoogLeNet solver, which writes the paper's schedule as a step of 320k "
+        "iterations of 32 (8 epochs) with gamma 0.96 and stops at 10M iterations. Not reproduced: the "
+        "asynchronous training, Polyak averaging, the photometric distortions and the crops of 8-100% "
+        "of the image; the model is torchvision's, with BatchNorm and dropout 0.2 before the FC (the "
+        "paper's 0.4: --model-arg dropout=0.4)",
+    )
+}

@@ -31,10 +31,10 @@ MAX_CLASSES = 2**24
 MAX_CHANS = 2**16
 
 
-def register(fn: Builder | None = None, *, recipe: Recipe | None = None) -> Any:
+def register(fn: Builder | None = None, *, recipe: Recipe | None = None, paper: Recipe | None = None) -> Any:
     """Register a builder under its function name; its module's last part names the family. Used bare
-    (``@register``) the model trains with its family module's ``RECIPE``; ``@register(recipe=...)``
-    gives a variant its own."""
+    (``@register``) the model trains with its family module's ``RECIPE`` and ``PAPER_RECIPE``;
+    ``@register(recipe=..., paper=...)`` gives a variant its own."""
 
     def add(fn: Builder) -> Builder:
         name = fn.__name__
@@ -42,17 +42,38 @@ def register(fn: Builder | None = None, *, recipe: Recipe | None = None) -> Any:
             raise ValueError(f"model {name!r} is registered twice")
         fn.family = fn.__module__.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         fn.recipe = recipe  # type: ignore[attr-defined]
+        fn.paper = paper  # type: ignore[attr-defined]
         _MODELS[name] = fn
         return fn
 
     return add(fn) if fn is not None else add
 
 
-def recipe_of(name: str) -> Recipe:
-    """The training defaults of a registered model: its own, its family's, or the common ones."""
+def recipe_of(name: str, paper: bool = False) -> Recipe:
+    """The training defaults of a registered model: its own, its family's, or the common ones. With
+    ``paper``, its paper's recipe (see ``paper_recipe_of``); a model without one is a CnnlabError."""
+    if paper:
+        found = paper_recipe_of(name)
+        if found is None:
+            raise CnnlabError(
+                f"{name} has no paper recipe: train it without --recipe paper (its default recipe), or "
+                "pick a model docs/papers.md lists"
+            )
+        return found
     builder = _entrypoint(name)
     own = getattr(builder, "recipe", None)
     return own or getattr(sys.modules[builder.__module__], "RECIPE", DEFAULT_RECIPE)
+
+
+def paper_recipe_of(name: str) -> Recipe | None:
+    """The recipe of the model's paper: its own, else its family module's ``PAPER_RECIPE`` (one
+    ``Recipe`` for the family, or a dict by variant name); None where the model has none."""
+    builder = _entrypoint(name)
+    own = getattr(builder, "paper", None)
+    if own is not None:
+        return own
+    family = getattr(sys.modules[builder.__module__], "PAPER_RECIPE", None)
+    return family.get(name) if isinstance(family, dict) else family
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -220,6 +241,11 @@ def describe_models(pattern: str | None = None) -> list[dict[str, object]]:
                 "default_input_size": list(getattr(model, "default_input_size", (3, 224, 224))),
                 "description": model_description(name),
                 "recipe": dataclasses.asdict(recipe_of(name)),
+                "paper_recipe": _asdict_or_none(paper_recipe_of(name)),
             }
         )
     return rows
+
+
+def _asdict_or_none(recipe: Recipe | None) -> dict[str, object] | None:
+    return None if recipe is None else dataclasses.asdict(recipe)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..layers import skip_on_meta
+from .recipe import Recipe
 from .registry import register
 
 # Table 1 of the paper: output channels of each 3x3 conv, "M" for a 2x2/2 max pool.
@@ -173,3 +174,45 @@ def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 (configuration E of Simonyan & Zisserman 2014) with BatchNorm after every 3x3 conv, as
     torchvision builds it; otherwise the same 16 conv layers and FC 4096-4096-classes."""
     return VGG(CONFIGS["E"], batch_norm=True, **kwargs)
+
+
+# The paper's recipe (`cnnlab train --recipe paper`; docs/papers.md renders it). Simonyan and
+# Zisserman 2015, Sec. 3.1: mini-batch SGD at a batch of 256, momentum 0.9, weight decay 5e-4, dropout
+# 0.5 on the first two FC layers, lr 0.01 divided by 10 when the validation accuracy stopped improving,
+# three times in 370k iterations (74 epochs). The _bn variants are no model of the paper.
+_SIMONYAN_ZISSERMAN = Recipe(
+    epochs=74,
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=5e-4,
+    decay_norm_and_bias=True,
+    schedule="step",
+    warmup_epochs=0.0,
+    label_smoothing=0.0,
+    batch_size=256,
+    milestones=(0.25, 0.5, 0.75),
+    gamma=0.1,
+    data="imagenet",
+    source="Simonyan and Zisserman 2015, Sec. 3.1",
+    notes="The paper divides the rate on plateaus of the validation accuracy; cnnlab at fixed quarters "
+    "of the run (epochs 18.5, 37 and 55.5). The paper trains configuration A from random weights and "
+    "starts the deeper nets from A's first four convs and last three FC layers; cnnlab initializes "
+    "every net as torchvision does. Not reproduced: the scale jittering and colour shift of the "
+    "training images, and the dense evaluation; the numbers are for a training scale of 256",
+)
+
+PAPER_RECIPE = {
+    "vgg11": _SIMONYAN_ZISSERMAN.replace(
+        reports="ImageNet val top-1/top-5 error 29.6%/10.4%, configuration A (Table 3)"
+    ),
+    "vgg13": _SIMONYAN_ZISSERMAN.replace(
+        reports="ImageNet val top-1/top-5 error 28.7%/9.9%, configuration B (Table 3)"
+    ),
+    "vgg16": _SIMONYAN_ZISSERMAN.replace(
+        reports="ImageNet val top-1/top-5 error 27.0%/8.8%, configuration D (Table 3)"
+    ),
+    "vgg19": _SIMONYAN_ZISSERMAN.replace(
+        reports="ImageNet val top-1/top-5 error 27.3%/9.0%, configuration E (Table 3)"
+    ),
+}

@@ -12,6 +12,8 @@ from ..models import recipe_of
 from ..models.recipe import FIELDS as RECIPE_FIELDS
 from .schedule import scaled_lr
 
+RECIPES = ("default", "paper")  # --recipe: the model's default recipe, or its paper's
+
 DEFAULT_MODEL = "resnet20"
 MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
 
@@ -25,7 +27,8 @@ class TrainConfig:
     data_root: str | None = None
     epochs: int | None = None  # None: the recipe's, or more to reach min_steps on a small dataset
     min_steps: int | None = None  # without --epochs, at least this many optimizer steps; None: the recipe's
-    batch_size: int = 128
+    batch_size: int | None = None  # None: the recipe's (128 unless a paper recipe names its own)
+    recipe: str = "default"  # which of the model's recipes fills the settings left unset: RECIPES
     # None: the model's recipe (models/recipe.py; `cnnlab models NAME` shows it), lr scaled to the batch.
     optimizer: str | None = None
     lr: float | None = None
@@ -38,6 +41,10 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     ema_decay: float | None = None
     aux_weight: float | None = None
+    milestones: list[float] | tuple[float, ...] | None = None
+    gamma: float | None = None
+    decay_every: float | None = None
+    warmup_factor: float | None = None
     from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
     seed: int = 0
@@ -70,6 +77,9 @@ class TrainConfig:
             "label_smoothing": (self.label_smoothing, 0, 1, False, True),
             "padding": (self.padding, 0, MAX_SIDE, False, False),
             "image_size": (self.image_size, 1, MAX_SIDE, False, False),
+            "gamma": (self.gamma, 0, 1, True, False),
+            "decay_every": (self.decay_every, 0, 1_000_000, True, False),
+            "warmup_factor": (self.warmup_factor, 0, 1, True, False),
         }
         for name, (value, low, high, low_open, high_open) in ranges.items():
             if value is None:
@@ -81,17 +91,34 @@ class TrainConfig:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be in {interval}, got {value}")
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise CnnlabError("--optimizer nesterov needs a momentum above 0 (without one, --optimizer sgd)")
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        if self.recipe not in RECIPES:
+            raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.milestones is not None:
+            ms = list(self.milestones)
+            if not all(0 < m < 1 for m in ms) or ms != sorted(ms):
+                raise CnnlabError(f"--milestones must be increasing fractions of the run in (0, 1), got {ms}")
+        if self.schedule == "exponential" and self.decay_every is None:
+            raise CnnlabError("--schedule exponential needs --decay-every (epochs between decays)")
 
 
 def apply_recipe(config: TrainConfig) -> TrainConfig:
-    """Fill every setting the user left unset from the model's recipe, and note which: a flag that is
-    given wins, and config.json says where each value came from."""
-    recipe = recipe_of(config.model)  # type: ignore[arg-type]
+    """Fill every setting the user left unset from the model's recipe (its paper's with ``recipe``
+    "paper"), and note which: a flag that is given wins, and config.json says where each value came
+    from. The recipe's rate is for its own batch, so it is scaled to the run's batch."""
+    model: str = config.model  # type: ignore[assignment]
+    recipe = recipe_of(model, paper=True) if config.recipe == "paper" else recipe_of(model)
+    if config.batch_size is None:
+        config.batch_size = recipe.batch
+        if recipe.batch_size is not None:
+            config.from_recipe.append("batch_size")
     for name in RECIPE_FIELDS:
         if getattr(config, name) is None and getattr(recipe, name) is not None:
             value = getattr(recipe, name)
-            if name == "lr":  # a recipe's rate is for a batch of 128, the rule scales it to ours
-                value = scaled_lr(value, config.batch_size)
+            if name == "lr":
+                value = scaled_lr(value, config.batch_size, recipe.batch)
             setattr(config, name, value)
             config.from_recipe.append(name)
     if any(key not in config.model_kwargs for key, _ in recipe.model_args):  # --model-arg wins per key

@@ -46,7 +46,7 @@ class Optimization:
     """What a parametric model trains with; absent for k-NN."""
 
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     lr: float
     clip_grad_norm: float | None = None

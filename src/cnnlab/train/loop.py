@@ -23,7 +23,7 @@ from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import AUX_WEIGHT
-from ..models import check_input_size, create_model, min_input_size, recipe_of
+from ..models import check_input_size, create_model, min_input_size, paper_recipe_of, recipe_of
 from ..models.recipe import DEFAULT as DEFAULT_RECIPE
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
@@ -33,7 +33,7 @@ from .config import DEFAULT_MODEL, RECIPE_FIELDS, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
-from .schedule import make_optimizer
+from .schedule import load_scheduler_state, make_optimizer, restore_rates
 
 
 def default_run_dir(model: str, data: str) -> Path:
@@ -176,6 +176,8 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
     data, notes = _load_data(config)
+    if config.recipe == "paper":
+        notes += _paper_notes(config, data)
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
@@ -231,7 +233,7 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
                 config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
             )
         minimum = min_input_size(probe)
-        recipe_side = recipe_of(config.model).image_size  # type: ignore[arg-type]
+        recipe_side = recipe_of(config.model, paper=config.recipe == "paper").image_size  # type: ignore[arg-type]
         wanted = recipe_side or minimum
         if min(data.image_size) < wanted:
             side = -(-max(wanted, minimum) // 8) * 8  # a multiple of 8 keeps the strided stages' maps whole
@@ -248,11 +250,22 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
     return data, notes
 
 
+def _paper_notes(config: TrainConfig, data: Dataset) -> list[str]:
+    """Where the paper's recipe meets other data than the paper's: said once, not refused."""
+    paper = paper_recipe_of(config.model)  # type: ignore[arg-type]
+    if paper is None or paper.data is None or paper.data == data.name:
+        return []
+    return [f"{config.model}'s paper recipe is the one for {paper.data}; this run trains on {data.name}"]
+
+
 def _epochs(config: TrainConfig, steps_per_epoch: int, notes: list[str]) -> int:
     """--epochs, or the recipe's epochs raised so that a small dataset gets at least min_steps steps:
-    an epoch count tuned on one dataset starves a smaller one of optimizer steps."""
+    an epoch count tuned on one dataset starves a smaller one of optimizer steps. A paper's recipe
+    keeps the paper's epochs: reproducing it is the point."""
     if config.epochs is not None:
         return config.epochs
+    if config.recipe == "paper":
+        return recipe_of(config.model, paper=True).epochs  # type: ignore[arg-type]
     planned = recipe_of(config.model).epochs  # type: ignore[arg-type]
     epochs = max(planned, -(-config.min_steps // steps_per_epoch))
     if epochs > planned:
@@ -276,6 +289,7 @@ def _optimization(
         config,  # type: ignore[arg-type]  (its recipe fields are all set by apply_recipe)
         total_steps=epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),  # type: ignore[operator]
+        steps_per_epoch=steps_per_epoch,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = None
@@ -296,8 +310,9 @@ def _restore(s: Session) -> list[dict[str, float]]:
     if s.opt is not None:
         if s.opt.ema is not None:
             s.opt.ema.load_state_dict(state["ema"])
+        load_scheduler_state(s.opt.scheduler, state["scheduler"])  # before the optimizer: see there
         s.opt.optimizer.load_state_dict(state["optimizer"])
-        s.opt.scheduler.load_state_dict(state["scheduler"])
+        restore_rates(s.opt.scheduler, s.opt.optimizer)
         s.opt.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     s.init = state.get("init")  # what the interrupted run took from its init run, for result.json
@@ -321,6 +336,7 @@ def _run_config(s: Session) -> RunConfig:
 def _announce(s: Session, progress: TrainProgress, resumed_after: int) -> None:
     c, d = s.config, s.data
     recipe = "indexing the training set" if s.opt is None else f"lr {s.opt.lr:g}, batch {c.batch_size}"
+    recipe += ", the paper's recipe" if c.recipe == "paper" and s.opt is not None else ""
     progress.print(
         f"training {c.model} ({s.params:,} parameters) on {d.name}: {len(d.train_labels):,} "
         f"training and {len(d.test_labels):,} test images of {'x'.join(map(str, s.input_size))}, "

@@ -1,44 +1,37 @@
-"""The optimizer a recipe names (torch.optim's SGD, Nesterov SGD, AdamW or RMSprop) and the
-learning-rate schedule: warm-up, then cosine, step or one-cycle decay, evaluated per step."""
+"""The optimizer a recipe names (torch.optim's SGD, Nesterov SGD, AdamW or RMSprop) and the schedule of
+its learning rate, built from torch.optim.lr_scheduler's classes and stepped once per optimizer step:
+
+* warm-up: ``LinearLR`` from 1/(w+1) of the peak up to it over w steps, or ``ConstantLR`` holding
+  ``warmup_factor`` of it (ResNet-110's 0.01 before 0.1), chained to the main schedule by
+  ``SequentialLR``;
+* ``cosine``: ``CosineAnnealingLR`` down to 0 at the last step;
+* ``step``: ``MultiStepLR``, times ``gamma`` at each of ``milestones``, fractions of the whole run
+  counted from its first step, warm-up included, as the papers count iterations;
+* ``exponential``: ``StepLR``, times ``gamma`` every ``decay_every`` epochs after the warm-up (the
+  staircase of GoogLeNet's 4% every 8 epochs and EfficientNet's 3% every 2.4);
+* ``onecycle``: ``OneCycleLR`` (its own warm-up, 30% of the run; the recipe's momentum is kept).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Protocol
+import warnings
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 from ..errors import CnnlabError
-from ..models.recipe import OPTIMIZERS
+from ..models.recipe import BATCH, OPTIMIZERS
 
-SCHEDULES = ("cosine", "step", "onecycle")
-
-
-def scaled_lr(lr: float, batch_size: int) -> float:
-    """A rate tuned at a batch of 128, scaled linearly with the batch (Goyal et al. 2017)."""
-    return lr * batch_size / 128
+SCHEDULES = ("cosine", "step", "exponential", "onecycle")
 
 
-def lr_factor(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate at each step."""
-    if schedule not in SCHEDULES:
-        raise CnnlabError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
-    total_steps = max(1, total_steps)
-    if schedule == "onecycle":  # its own warm-up: up for 30% of the run, then cosine down to ~0
-        warmup_steps = max(1, round(0.3 * total_steps))
-    warmup_steps = min(warmup_steps, total_steps - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if schedule == "step":  # the ResNet paper's divisions by 10, at half and three quarters
-            return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+def scaled_lr(lr: float, batch_size: int, recipe_batch: int = BATCH) -> float:
+    """A rate tuned at a batch of ``recipe_batch``, scaled linearly to ``batch_size`` (Goyal et al.
+    2017)."""
+    return lr * batch_size / recipe_batch
 
 
 class Settings(Protocol):
@@ -50,12 +43,17 @@ class Settings(Protocol):
     weight_decay: float
     decay_norm_and_bias: bool
     schedule: str
+    milestones: Sequence[float]
+    gamma: float
+    decay_every: float | None
+    warmup_factor: float | None
 
 
 def make_optimizer(
-    model: nn.Module, settings: Settings, total_steps: int, warmup_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """torch's optimizer of the recipe over the model's parameters, and the schedule of its rate."""
+    model: nn.Module, settings: Settings, total_steps: int, warmup_steps: int, steps_per_epoch: int = 1
+) -> tuple[torch.optim.Optimizer, lr_scheduler.LRScheduler]:
+    """torch's optimizer of the recipe over the model's parameters, and the schedule of its rate over
+    ``total_steps`` steps (``steps_per_epoch`` turns ``decay_every`` epochs into steps)."""
     groups = [
         {"params": params, "lr": settings.lr * scale, "weight_decay": settings.weight_decay * decays}
         for (scale, decays), params in _parameter_groups(model, settings.decay_norm_and_bias).items()
@@ -71,10 +69,76 @@ def make_optimizer(
         optimizer = torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=momentum)
     else:
         raise CnnlabError(f"unknown optimizer {kind!r}: use one of {', '.join(OPTIMIZERS)}")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(settings.schedule, total_steps, warmup_steps)
-    )
-    return optimizer, scheduler
+    return optimizer, make_scheduler(optimizer, settings, total_steps, warmup_steps, steps_per_epoch)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    settings: Settings,
+    total_steps: int,
+    warmup_steps: int,
+    steps_per_epoch: int = 1,
+) -> lr_scheduler.LRScheduler:
+    """The warm-up, then the main schedule, as torch's schedulers (see the module's docstring)."""
+    if settings.schedule not in SCHEDULES:
+        raise CnnlabError(f"unknown schedule {settings.schedule!r}: use one of {', '.join(SCHEDULES)}")
+    total_steps = max(1, total_steps)
+    if settings.schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]  # deformable offsets keep their share
+        return lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps, cycle_momentum=False)
+    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+    if warmup_steps == 0:
+        return _main_schedule(optimizer, settings, total_steps, 0, steps_per_epoch)
+    if settings.warmup_factor is None:
+        warmup: lr_scheduler.LRScheduler = lr_scheduler.LinearLR(
+            optimizer, start_factor=1 / (warmup_steps + 1), total_iters=warmup_steps
+        )
+    else:
+        warmup = lr_scheduler.ConstantLR(optimizer, settings.warmup_factor, total_iters=warmup_steps)
+    main = _main_schedule(optimizer, settings, total_steps, warmup_steps, steps_per_epoch)
+    # At the milestone SequentialLR starts the main schedule at its step 0, from the peak rate.
+    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
+
+
+def _main_schedule(
+    optimizer: torch.optim.Optimizer,
+    settings: Settings,
+    total_steps: int,
+    warmup_steps: int,
+    steps_per_epoch: int,
+) -> lr_scheduler.LRScheduler:
+    """The schedule after the warm-up; its steps count from the warm-up's end."""
+    if settings.schedule == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps)
+    if settings.schedule == "step":
+        # Fractions of the whole run, never before its first step; one passed during the warm-up
+        # applies when the warm-up ends.
+        milestones = [max(0, max(1, round(f * total_steps)) - warmup_steps) for f in settings.milestones]
+        return lr_scheduler.MultiStepLR(optimizer, milestones, gamma=settings.gamma)
+    if settings.decay_every is None:
+        raise CnnlabError("--schedule exponential needs --decay-every (epochs between decays)")
+    step_size = max(1, round(settings.decay_every * steps_per_epoch))
+    return lr_scheduler.StepLR(optimizer, step_size, gamma=settings.gamma)
+
+
+def load_scheduler_state(scheduler: lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
+    """Put back a checkpoint's schedule. Call it before the optimizer's ``load_state_dict``, and
+    ``restore_rates`` after. A checkpoint of cnnlab before torch's schedulers holds a LambdaLR's
+    state; its steps are replayed on the fresh schedule instead, whose rates then hold."""
+    if "lr_lambdas" not in state:
+        scheduler.load_state_dict(state)
+        return
+    with warnings.catch_warnings():  # steps without optimizer steps, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(state["last_epoch"])):
+            scheduler.step()
+
+
+def restore_rates(scheduler: lr_scheduler.LRScheduler, optimizer: torch.optim.Optimizer) -> None:
+    """Each parameter group's rate, as the schedule last set it (the same value the optimizer's
+    state holds, except after a replayed LambdaLR)."""
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
 
 
 def _parameter_groups(
