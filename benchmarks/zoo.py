@@ -1,7 +1,8 @@
 """The zoo: each family's representative trained by `cnnlab train --model NAME` with no other flag, and
 the default CNN against the default k-NN on a small class folder, as one JSON object.
 
-Run as ``.venv/bin/python benchmarks/zoo.py [--models resnet20 ...] [--seeds 0 1 2] > results/...``.
+Run as ``.venv/bin/python benchmarks/zoo.py [--models resnet20 ...] [--seeds 0 1 2] > results/...``, or
+with ``--into results/FILE.json`` to measure some models again into a file of the same machine.
 Every run is a fresh ``python -m cnnlab train`` into a temporary directory, one after another, so a
 row's wall time is what a user waits. A model is trained on more seeds only while its first run took
 under ``--repeat-under`` seconds. The output has ``machine``, ``models`` (per model: the runs, the
@@ -110,14 +111,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeat-under", type=float, default=120, help="seconds (default 120)")
     parser.add_argument("--no-folder", action="store_true", help="leave out the small-folder duel")
+    parser.add_argument(
+        "--into", type=Path, help="a zoo JSON of this machine to update: the models not run now are kept"
+    )
     args = parser.parse_args(argv)
+    record: dict[str, Any] = {
+        "machine": machine(),
+        "command": "cnnlab train --model NAME --seed S",
+        "models": {},
+    }
+    if args.into and args.into.exists():
+        record = json.loads(args.into.read_text())
+        if record["machine"] != machine():  # rows of two machines in one table would not compare
+            sys.exit(f"{args.into} was measured on another machine: {record['machine']}")
     with tempfile.TemporaryDirectory() as tmp:
-        models = {m: zoo_model(m, args.seeds, args.repeat_under, Path(tmp)) for m in args.models}
-        folder = None if args.no_folder else folder_duel(Path(tmp))
-    record = {"machine": machine(), "command": "cnnlab train --model NAME --seed S", "models": models}
-    if folder is not None:
-        record["folder"] = folder
-    print(json.dumps(record, indent=2))
+        for m in args.models:
+            record["models"][m] = zoo_model(m, args.seeds, args.repeat_under, Path(tmp))
+            record["models"] = {k: record["models"][k] for k in sorted(record["models"], key=_order)}
+            if args.into:  # after each model, so that an interrupted zoo keeps what it measured
+                args.into.write_text(json.dumps(record, indent=2) + "\n")
+        if not args.no_folder:
+            record["folder"] = folder_duel(Path(tmp))
+    text = json.dumps(record, indent=2)
+    if args.into:
+        args.into.write_text(text + "\n")
+    else:
+        print(text)
+
+
+def _order(name: str) -> int:
+    return MODELS.index(name) if name in MODELS else len(MODELS)
 
 
 if __name__ == "__main__":

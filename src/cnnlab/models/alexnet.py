@@ -45,6 +45,11 @@ POOL_AFTER = (0, 1, 4)  # conv1, conv2 and conv5 are followed by 3x3/2 max pooli
 POOL = (3, 2)
 INITS = ("torch", "paper", "kaiming")
 
+# Without BatchNorm, neither the paper's N(0, 0.01) nor PyTorch's default initialization gets past a
+# loss of ln(classes) in a short run; He et al.'s keeps each layer's variance, and AdamW's per-weight
+# steps suit the 9216-input fc6 (benchmarks/README.md, "Measurement notes").
+RECIPE = Recipe(optimizer="adamw", lr=3e-4, weight_decay=0.05, model_args={"init": "kaiming"})
+
 
 def smallest_input(convs: Sequence[tuple[int, int, int]]) -> int:
     """The smallest side for which every conv and pooling output is at least 1x1."""

@@ -329,7 +329,8 @@ def resnet44(**kwargs) -> ResNet:
     return cifar_resnet(44, **kwargs)
 
 
-@register
+# Twelve epochs left it at 98.4% on mnist5k, just short of resnet20's: a deeper net takes longer.
+@register(recipe=Recipe(epochs=20, min_steps=600))
 def resnet56(**kwargs) -> ResNet:
     """ResNet-56 for 32x32 images: three stages of 9 basic blocks at 16/32/64 channels; the deep net of
     the paper's degradation experiment (Fig. 6)."""

@@ -25,6 +25,10 @@ from ..layers import skip_on_meta
 from .recipe import Recipe
 from .registry import register
 
+# The common recipe's rate (0.1) leaves the 4096-wide classifier at chance; a fifth of it trains with
+# and without BatchNorm. Ten epochs keep a run on mnist5k under ten minutes on two cores.
+RECIPE = Recipe(epochs=10, lr=0.02, min_steps=300)
+
 # Table 1 of the paper: output channels of each 3x3 conv, "M" for a 2x2/2 max pool.
 CONFIGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
