@@ -504,8 +504,11 @@ _HE_IMAGENET = Recipe(
     "colour augmentation and the 10-crop testing of the numbers; cnnlab's bottlenecks stride in the "
     "3x3 conv (v1.5)",
 )
-# Hu et al. 2018, Sec. 5 ("Implementation"): synchronous SGD, momentum 0.9, batch 1024, lr 0.6
-# divided by 10 every 30 epochs, 100 epochs. Their CIFAR experiments keep the original recipes.
+# Hu et al. 2018, Sec. 5 ("Implementation"; Sec. 5.1 of the journal version): synchronous SGD,
+# momentum 0.9, batch 1024, lr 0.6 divided by 10 every 30 epochs, 100 epochs. Their CIFAR experiments
+# (journal version, Sec. 5.1) train each baseline with the hyper-parameters of its own paper; for
+# ResNet-110 that is He et al.'s pre-activation paper (2016b), whose appendix keeps the recipe of He et
+# al. 2016, Sec. 4.2, and starts every CIFAR run at 0.01 for 400 iterations.
 _HU_IMAGENET = _HE_IMAGENET.replace(
     epochs=100,
     lr=0.6,
@@ -515,7 +518,9 @@ _HU_IMAGENET = _HE_IMAGENET.replace(
     notes="Weight decay is not stated: cnnlab keeps He et al.'s 1e-4. Not reproduced: the random-size "
     "crops and aspect ratios of the paper's augmentation",
 )
-_HU_CIFAR = _HE_CIFAR.replace(source="Hu et al. 2018, CIFAR experiments: He et al. 2016's recipe, Sec. 4.2")
+_HU_CIFAR = _HE_CIFAR.replace(
+    source="Hu et al. 2018, journal version Sec. 5.1: the baselines' own recipes, He et al. 2016's, Sec. 4.2"
+)
 _NO_SE_CIFAR_NUMBER = "Hu et al. train ResNet-110 and ResNet-164 on CIFAR, not this depth"
 _PLAIN = "no number: Figure 6 (left) plots the CIFAR-10 error of plain-20 to plain-56, higher the deeper"
 
@@ -572,8 +577,16 @@ PAPER_RECIPE = {
     "se_resnet44": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
     "se_resnet56": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
     "se_resnet110": _HU_CIFAR.replace(
-        reports="CIFAR-10 test error 5.21% (ResNet-110 re-implemented: 6.37%), in the CIFAR table of "
-        "the journal version"
+        warmup_epochs=1.0,
+        warmup_factor=0.1,
+        source="Hu et al. 2018, journal version Sec. 5.1: the recipe of its baseline's paper, He et al. "
+        "2016b (Appendix), He et al. 2016's Sec. 4.2 with 0.01 for the first 400 iterations",
+        reports="CIFAR-10 test error 5.21% (Table 4 of the journal version; its baseline, He et al.'s "
+        "pre-activation ResNet-110, 6.37% as that paper reports it)",
+        notes=_HE_CIFAR.notes + ". The pre-activation paper starts every CIFAR run at 0.01 for 400 "
+        "iterations before going back to 0.1: cnnlab holds 0.01 for the first epoch (390 iterations). "
+        "Hu et al. add SE blocks to the pre-activation ResNet-110; cnnlab's se_resnet110 is the original "
+        "(post-activation) ResNet-110 with them",
     ),
     "dcn_resnet50": _HE_IMAGENET.replace(
         source="Dai et al. 2017 give no recipe for it: He et al. 2016, Sec. 3.4",
