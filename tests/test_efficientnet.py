@@ -193,3 +193,16 @@ def test_torchvision_initialization():
 def test_an_option_given_wins_over_the_variants_own():
     model = cnnlab.create_model("efficientnet_b3", num_classes=10, dropout=0.1)  # the variant's is 0.3
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.1]
+
+
+def test_zero_init_residual_starts_each_residual_block_as_the_identity():
+    from cnnlab.models.efficientnet import MBConv
+
+    torch.manual_seed(0)
+    for zero, identity in ((True, True), (False, False)):  # False: the control
+        model = cnnlab.create_model("efficientnet_b0", zero_init_residual=zero).eval()
+        blocks = [m for m in model.modules() if isinstance(m, MBConv) and m.use_residual]
+        assert len(blocks) == 9  # B0's 16 blocks less the first of each of its 7 stages
+        x = torch.randn(2, blocks[0].block[0][0].in_channels, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(blocks[0](x), x) == identity

@@ -12,6 +12,7 @@ import torch
 
 from cnnlab.data.augment import Normalize, plan_epoch
 from cnnlab.data.base import Dataset
+from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models, paper_recipe_of, recipe_of, registry
 from cnnlab.models.recipe import DEFAULT, FIELDS, OPTIMIZERS, Recipe
 from cnnlab.train import TrainConfig
@@ -104,6 +105,14 @@ def test_a_recipes_model_args_reach_the_builder_and_a_model_arg_wins_per_key(mon
     assert given.model_kwargs == {"dropout": 0.3, "init": "torch"} and "model_args" not in given.from_recipe
     model = create_model("alexnet", num_classes=10, **config.model_kwargs)
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if recipe_of(n).model_args])
+def test_every_recipes_model_args_are_options_its_model_takes(name):
+    with torch.device("meta"):
+        create_model(name, num_classes=10, **dict(recipe_of(name).model_args))
+    with torch.device("meta"), pytest.raises(CnnlabError):  # the control: an option no builder takes
+        create_model(name, num_classes=10, **dict(recipe_of(name).model_args), not_an_option=1)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])

@@ -142,6 +142,7 @@ class EfficientNet(nn.Module):
         stochastic_depth_prob: float = 0.2,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        zero_init_residual: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
     ) -> None:
@@ -182,10 +183,10 @@ class EfficientNet(nn.Module):
         # total stride, 32, as for ResNet: below it the deepest stages would see padding only.
         self.min_input_size = 32
         self.default_input_size = (in_chans, resolution, resolution)
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
     @skip_on_meta
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -198,6 +199,10 @@ class EfficientNet(nn.Module):
                 bound = 1.0 / math.sqrt(m.out_features)
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:  # each residual block starts as the identity (Goyal et al. 2017)
+            for m in self.modules():
+                if isinstance(m, MBConv) and m.use_residual:
+                    nn.init.zeros_(m.block[-1][1].weight)  # the BN after the 1x1 projection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
