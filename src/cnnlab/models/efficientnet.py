@@ -33,6 +33,21 @@ from ..layers import DropPath, SEBlock, make_divisible, skip_on_meta
 from .recipe import Recipe
 from .registry import register
 
+# A network made for 224 px has 1x1 maps from stage 6 on at 32 px, and trained there from scratch it
+# learns slowly; at 64 px, with each residual block starting as the identity (Goyal et al. 2017),
+# AdamW, and neither stochastic depth nor much dropout in a short run, it learns in minutes
+# (benchmarks/README.md, "Measurement notes").
+RECIPE = Recipe(
+    epochs=15,
+    min_steps=450,
+    image_size=64,
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=0.05,
+    decay_norm_and_bias=False,
+    model_args={"zero_init_residual": True, "stochastic_depth_prob": 0.0, "dropout": 0.1},
+)
+
 # EfficientNet-B0, Table 1: (expand ratio, kernel, stride, input channels, output channels, layers)
 # for stages 2-8; stage 1 is the stem conv and stage 9 the 1x1 head conv, pool and FC.
 B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (

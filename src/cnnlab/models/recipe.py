@@ -3,8 +3,9 @@ otherwise, registered beside the model as timm keeps a default config beside eac
 
 A family module may set ``RECIPE = Recipe(...)`` for all its variants, and one variant may have its
 own with ``@register(recipe=Recipe(...))``; a model with neither trains with ``DEFAULT``. Every field
-but the ones that describe the recipe (``ABOUT``) is a `cnnlab train` flag of the same name, and a
-flag that is given wins over the recipe; `config.json` records which fields came from the recipe.
+but the ones that describe the recipe (``ABOUT``) is a `cnnlab train` flag of the same name
+(``model_args``: ``--model-arg``, one option each), and a flag that is given wins over the recipe;
+`config.json` records which fields came from the recipe.
 
 A model may also have the recipe of its paper, which `cnnlab train --recipe paper` uses: a variant's
 own with ``@register(paper=Recipe(...))``, else its family module's ``PAPER_RECIPE``, either one
