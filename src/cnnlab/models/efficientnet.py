@@ -34,13 +34,13 @@ from .recipe import Recipe
 from .registry import register
 
 # A network made for 224 px has 1x1 maps from stage 6 on at 32 px, and trained there from scratch it
-# learns slowly; at 64 px, with each residual block starting as the identity (Goyal et al. 2017),
+# learns slowly; at 56-64 px, with each residual block starting as the identity (Goyal et al. 2017),
 # AdamW, and neither stochastic depth nor much dropout in a short run, it learns in minutes
 # (benchmarks/README.md, "Measurement notes").
 RECIPE = Recipe(
-    epochs=15,
-    min_steps=450,
-    image_size=64,
+    epochs=20,
+    min_steps=600,
+    image_size=56,
     optimizer="adamw",
     lr=2e-3,
     weight_decay=0.05,
