@@ -3,11 +3,11 @@ and docs/papers.md from the papers' recipes registered beside the models.
 
 Run as ``python benchmarks/render.py`` (``make results``) to write both pages, or with ``--check`` to exit
 with status 1 when a page differs from its render. results.md needs the standard library only;
-papers.md imports cnnlab, from this checkout's ``src``. The inputs are every
+papers.md (``render_papers.py``) imports cnnlab, from this checkout's ``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
-``channels_last.py --json``, ``time_to_accuracy.py``) and every ``docs/figures/NAME.json`` an analysis
-wrote. A file of a shape this module does not know is an error, so a new kind of result gets its table
-rather than being left off the page.
+``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``) and every
+``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``). A file of a shape this module
+does not know is an error, so a new kind of result gets its table rather than being left off the page.
 """
 
 from __future__ import annotations
@@ -18,38 +18,19 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+# The sibling modules, however this file was loaded (as a script, or by path from the tests).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from render_analyses import ANALYSES
+from render_format import Json, count, num, pct, table
+from render_papers import render_papers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("benchmarks/results")
 FIGURES = Path("docs/figures")
 PAGE = Path("docs/results.md")
 PAPERS_PAGE = Path("docs/papers.md")
-
-Json = dict[str, Any]
-
-
-# --- formatting -------------------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table; cells are already text or plain values."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def pct(x: float, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f}%"
-
-
-def num(x: float, digits: int = 1) -> str:
-    return f"{x:,.{digits}f}"
-
-
-def count(n: float) -> str:
-    """Large integers (parameters, MACs) with thousands separators; the exact value, not a rounding."""
-    return f"{int(n):,}"
 
 
 def load(root: Path, rel: Path) -> Json:
@@ -153,17 +134,28 @@ def _portable(command: str) -> str:
     return re.sub(r"\s--out\s+\S+", "", command)
 
 
+def _reached(run: Json, threshold: str) -> str:
+    hit = run["reached"][threshold]
+    return f"{hit['epoch']} ({num(hit['seconds'])} s)" if hit else "not reached"
+
+
 def accuracy_rows(data: Json) -> str:
-    """``time_to_accuracy.py``: the default training over seeds, per precision."""
+    """``time_to_accuracy.py``: the default training over seeds, per precision, and candidate recipes
+    beside it, with the epochs and seconds each run took to reach 98.5% and 98.8% where recorded."""
     rows = []
-    for precision, runs in data["runs"].items():
-        s = data["summary"][precision]
+    for label, runs in data["runs"].items():
+        s = data["summary"][label]
         accs = ", ".join(pct(r["test_acc"]) for r in runs)
         times = ", ".join(num(r["train_time_s"]) for r in runs)
         seeds = ", ".join(str(r["seed"]) for r in runs)
-        rows.append([precision, seeds, accs, f"{pct(s['mean'], 2)} +- {pct(s['std'], 2)}", times])
-    text = f"`{_portable(data['command'])}`\n\n"
-    text += table(["precision", "seeds", "test accuracy", "mean +- std", "training s"], rows)
+        flags = data.get("flags", {}).get(label, f"--precision {label}")
+        rows.append([f"`{flags}`", seeds, accs, f"{pct(s['mean'], 2)} +- {pct(s['std'], 2)}", times])
+        if "reached" in runs[0]:
+            rows[-1] += [", ".join(_reached(r, t) for r in runs) for t in ("0.985", "0.988")]
+    header = ["flags", "seeds", "test accuracy", "mean +- std", "training s"]
+    if any("reached" in runs[0] for runs in data["runs"].values()):
+        header += ["epoch (s) to 98.5%", "epoch (s) to 98.8%"]
+    text = f"`{_portable(data['command'])}`\n\n" + table(header, rows)
     timed = data.get("timed_default_run")
     if timed:
         text += f"\n\nOne timed run, `{_portable(timed['command'])}`:\n\n" + table(
@@ -213,10 +205,43 @@ def zoo_rows(data: Json) -> str:
     return text
 
 
+def inference_rows(data: Json) -> str:
+    """``inference.py``: cnnlab's engines against onnxruntime and OpenVINO used directly, and the top-1
+    each engine and precision keeps."""
+    rows = []
+    for r in data["speed"]:
+        ips, ratios, engines = r["images_per_s"], r["ratios"], r["engines"]
+        ours, ours_bf16 = (f"{num(ips[k])} ({engines[k][0]})" for k in ("cnnlab", "cnnlab_bf16"))
+        fp32 = [num(ips["onnxruntime"]), num(ips["openvino_fp32"]), f"{ratios['fp32_vs_best_fp32']:.2f}x"]
+        bf16 = [num(ips["openvino_bf16"]), f"{ratios['bf16_vs_openvino_bf16']:.2f}x"]
+        torch = [num(ips["torch_fp32"]), num(ips["torch_bf16"])]
+        rows.append([r["model"], ours, *fp32, ours_bf16, *bf16, *torch])
+    shape = "x".join(map(str, data["input"]))
+    header = ["model", "cnnlab (fp32, the default)", "onnxruntime", "OpenVINO fp32", "ratio to the faster"]
+    header += ["cnnlab bf16", "OpenVINO bf16", "ratio", "torch fp32", "torch bf16"]
+    text = f"`{data['command'].strip()}`: images/s at batch {data['batch_size']}, {shape}.\n\n"
+    text += table(header, rows) if rows else "(speed not measured in this run)"
+    if not data["accuracy"]:
+        return text
+    paths = [f"{r['backend']} {r['precision']}" for r in data["accuracy"][0]["results"]]
+    checks = [
+        [c["model"], f"{c['epochs']} at {c['image_size']} px"]
+        + [f"{pct(r['top1'], 1)} ({r['changed_vs_torch_fp32']})" for r in c["results"]]
+        for c in data["accuracy"]
+    ]
+    return text + (
+        f"\n\nTop-1 on mnist5k's {count(data['accuracy'][0]['test_images'])} test images after a short "
+        "training, and in brackets the images whose predicted class differs from torch fp32's:\n\n"
+        + table(["model", "epochs", *paths], checks)
+    )
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
         return "`cnnlab bench`", bench_rows
+    if "speed" in data and "accuracy" in data:
+        return "Inference engines", inference_rows
     if "shapes" in data:
         return "DeformConv2d against a plain convolution", deform_rows
     if "rounds" in data:
@@ -226,224 +251,6 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     if "runs" in data and "summary" in data:
         return "Time to accuracy of the default training", accuracy_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")
-
-
-# --- docs/figures: one short table per analysis ------------------------------------------------------
-
-
-def rf(d: Json) -> str:
-    stacks = [
-        [s["stack"], count(s["weights"]), f"{s['weights_per_c2']:g} C^2", s["receptive_field"]]
-        for s in d["vgg"]["stacks"]
-    ]
-    summary = table(
-        ["model", "input", "receptive field px", "stride", "effective RF (half the mass) px", "MACs"],
-        [
-            [
-                d["model"],
-                "x".join(map(str, d["input"])),
-                d["receptive_field"],
-                d["stride"],
-                d["effective"]["half_mass_side"],
-                count(d["macs"]),
-            ]
-        ],
-    )
-    return (
-        summary
-        + f"\n\nStacks at {d['vgg']['channels']} channels:\n\n"
-        + table(["stack", "weights", "per C^2", "receptive field"], stacks)
-    )
-
-
-def inception(d: Json) -> str:
-    rows = [
-        [m["module"], count(m["macs"]), count(m["macs_without"]), f"x{m['macs_ratio']:.2f}"]
-        for m in d["modules"]
-    ]
-    rows.append(["all nine", count(d["macs"]), count(d["macs_without"]), f"x{d['macs_ratio']:.2f}"])
-    return f"At {d['image_size']}x{d['image_size']}.\n\n" + table(
-        ["module", "MACs with 1x1 reductions", "MACs without", "without / with"], rows
-    )
-
-
-def scaling(d: Json) -> str:
-    rows = []
-    for r in d["rows"]:
-        ratios = [f"{r['macs_vs_b0']:.2f}", f"{r['flops_factor_eq3']:.2f}", f"{2 ** r['phi']:g}"]
-        rows.append(
-            [r["model"], r["phi"], r["released_resolution"], count(r["params"]), count(r["macs"]), *ratios]
-        )
-    header = ["model", "phi", "resolution", "parameters", "MACs", "MACs / B0", "(a b^2 g^2)^phi", "2^phi"]
-    return table(header, rows)
-
-
-def templates(d: Json) -> str:
-    rows = [[c, f"{d['correlation_with_own_mean'][c]:.3f}"] for c in d["classes"]]
-    head = table(
-        ["model", "data", "mean r with own class mean", "mean r with other means", "own mean best match"],
-        [
-            [
-                d["model"],
-                d["dataset"],
-                f"{d['mean_correlation_own']:.3f}",
-                f"{d['mean_correlation_other']:.3f}",
-                pct(d["own_mean_is_best_match"], 0),
-            ]
-        ],
-    )
-    return head + "\n\n" + table(["class", "r with own class mean"], rows)
-
-
-def knn(d: Json) -> str:
-    metrics = list(d["accuracy"])
-    ks = list(d["accuracy"][metrics[0]])
-    rows = [[k] + [pct(d["accuracy"][m][k]) for m in metrics] for k in ks]
-    fit, best = d["fit"], d["best"]
-    text = f"{d['train_size']} stored, {d['queries']} queries on {d['dataset']}.\n\n"
-    text += table(["k"] + [f"accuracy, {m}" for m in metrics], rows)
-    text += "\n\n" + table(
-        ["best", "query time per stored sample (s)", "R^2 of the linear fit"],
-        [
-            [
-                f"{best['metric']}, k={best['k']}: {pct(best['accuracy'])}",
-                f"{fit['slope_s_per_stored_sample']:.3g}",
-                f"{fit['r2']:.2f}",
-            ]
-        ],
-    )
-    return text
-
-
-def se(d: Json) -> str:
-    rows = [[b["block"], b["channels"], f"{b['mean']:.3f}", f"{b['class_spread']:.3f}"] for b in d["blocks"]]
-    head = f"{d['model']} on {d['dataset']}, {d['images']} test images.\n\n"
-    return head + table(["block", "channels", "mean gate", "std across classes of the mean gate"], rows)
-
-
-def compare(d: Json) -> str:
-    rows = []
-    for m in d["models"]:
-        trained = [pct(m["test_acc"]), num(m["train_time_s"])] if d.get("trained") else []
-        cost = [count(m["params"]), count(m["macs"]), m["receptive_field"], num(m["images_per_s"], 0)]
-        rows.append([m["model"], *cost, *trained])
-    header = ["model", "parameters", "MACs", "receptive field", "inference images/s"]
-    header += ["test accuracy", "training s"] if d.get("trained") else []
-    shape = "x".join(map(str, d["input"]))
-    head = f"Input {shape}, batch {d['batch_size']}, {d['threads']} threads"
-    head += (
-        f"; trained {d['epochs']} epochs on {d['data']}, seed {d['seed']}.\n\n"
-        if d.get("trained")
-        else ".\n\n"
-    )
-    return head + table(header, rows)
-
-
-def degradation(d: Json) -> str:
-    rows = [
-        [
-            name,
-            r["depth"],
-            r["kind"],
-            pct(d["final_train_error"][name], 2),
-            pct(d["final_test_error"][name], 2),
-            num(r["train_time_s"]),
-        ]
-        for name, r in d["runs"].items()
-    ]
-    head = f"{d['epochs']} epochs on {d['data']}, seed {d['seed']}.\n\n"
-    return head + table(
-        ["run", "depth", "kind", "final training error", "final test error", "training s"], rows
-    )
-
-
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def paths(d: Json) -> str:
-    single, plain = d["lesion"]["single"], d["plain"]
-    worst = min(single, key=lambda b: b["test_acc"])
-    lesions = [
-        [
-            d["model"],
-            pct(d["lesion"]["baseline"]),
-            pct(_median([b["test_acc"] for b in single])),
-            f"{pct(worst['test_acc'])} ({worst['block']})",
-        ],
-        [
-            plain["model"],
-            pct(plain["baseline"]),
-            pct(_median([b["test_acc"] for b in plain["single"]])),
-            pct(min(b["test_acc"] for b in plain["single"])),
-        ],
-    ]
-    text = table(["model", "intact", "one block deleted: median", "worst"], lesions)
-    rand = [[r["k"], pct(r["mean"]), pct(r["min"]), pct(r["max"])] for r in d["lesion"]["random"]]
-    text += f"\n\n{d['model']} with k random blocks deleted ({d['lesion']['samples']} samples each):\n\n"
-    text += table(["k", "mean", "min", "max"], rand)
-    g = d["gradient"]
-    lo, hi = g["effective_lengths"]
-    return (
-        text
-        + "\n\n"
-        + table(
-            [
-                "blocks",
-                "gradient factor per branch",
-                "mean path length of the gradient",
-                "mean path length",
-                "90% of the gradient",
-            ],
-            [
-                [
-                    g["blocks"],
-                    f"{g['decay_per_block']:.2f}",
-                    f"{g['gradient_mean_length']:.1f}",
-                    f"{g['path_mean_length']:.1f}",
-                    f"lengths {lo}-{hi}",
-                ]
-            ],
-        )
-    )
-
-
-def offsets(d: Json) -> str:
-    layers = [[layer["name"], f"{layer['mean_offset_image_px']:.2f}"] for layer in d["layers"]]
-    points = [
-        [
-            "x".join(map(str, p["point"])),
-            p["why"],
-            f"{p['spread_ratio']:.2f}",
-            f"{p['mean_shift_px']:.2f}",
-            pct(p["outside_image"]),
-        ]
-        for p in d["points"]
-    ]
-    text = f"{d['model']}, {d['samples_per_point']} sampling points per unit.\n\n"
-    text += table(["deformable layer", "mean offset (image px)"], layers)
-    return (
-        text
-        + "\n\n"
-        + table(["unit", "chosen as", "spread / regular grid", "mean shift px", "outside the image"], points)
-    )
-
-
-# name: (title, renderer); the order of the page.
-ANALYSES: dict[str, tuple[str, Callable[[Json], str]]] = {
-    "rf": ("Receptive fields (`cnnlab analyze rf vgg16`)", rf),
-    "inception": ("Inception's 1x1 reductions (`cnnlab analyze inception`)", inception),
-    "scaling": ("EfficientNet's compound scaling (`cnnlab analyze scaling`)", scaling),
-    "templates": ("A linear classifier's templates (`cnnlab analyze templates`)", templates),
-    "knn": ("k-nearest neighbours (`cnnlab analyze knn`)", knn),
-    "se": ("SE excitations per class (`cnnlab analyze se`)", se),
-    "compare": ("Cost against accuracy (`cnnlab compare --train`)", compare),
-    "degradation": ("Plain against residual depth (`cnnlab experiment degradation`)", degradation),
-    "paths": ("ResNet as an ensemble of paths (`cnnlab analyze paths`)", paths),
-    "offsets": ("Deformable sampling points (`cnnlab analyze offsets`)", offsets),
-}
 
 
 # --- the page ----------------------------------------------------------------------------------------
@@ -478,118 +285,6 @@ def render(root: Path = ROOT) -> str:
     for name, (title, renderer) in ANALYSES.items():
         if name in figures:
             parts += [f"### {title}", renderer(figures[name]), f"Figure: [{name}.png](figures/{name}.png)"]
-    return "\n\n".join(parts) + "\n"
-
-
-# --- docs/papers.md ---------------------------------------------------------------------------------
-
-PAPERS_HEADER = """# The papers' recipes
-
-`cnnlab train --model NAME --recipe paper` trains a model with the recipe of its paper instead of its
-default one: the paper's optimizer, batch, learning rate, schedule and length. This page is rendered
-from those recipes, registered beside each family as its `PAPER_RECIPE` (`make results`;
-`tests/test_results.py` fails when it differs), and the number in each table is the one the paper
-reports, with its table: what the command aims at, not what cnnlab measured (that is
-[results.md](results.md)).
-
-How a paper recipe is applied:
-
-- **The batch and the rate.** A recipe's rate is for its own batch. Without `--batch-size` a run takes
-  the paper's batch and so the paper's rate; with another batch the rate is scaled linearly (rate x
-  batch / the paper's batch). The default recipes state their rate at a batch of 128, the same rule.
-- **The length.** The paper's epochs, never raised to reach `--min-steps`; `--epochs` still wins.
-  Where a paper counts iterations, they are turned into epochs of the dataset's training set, as the
-  notes say.
-- **Flags win.** Every setting given as a flag (`--lr`, `--milestones`, `--gamma`, `--decay-every`,
-  ...) overrides the paper's, and `config.json` records `recipe` and the fields the recipe set.
-- **Schedules.** torch's own: `MultiStepLR` for divisions at fixed fractions of the run (counted from
-  its first step), `StepLR` for a staircase every few epochs (counted after the warm-up), after a
-  `LinearLR` or `ConstantLR` warm-up joined by `SequentialLR`. Where a paper divides the rate "when
-  the error plateaus", the recipe fixes the milestones and its notes say where.
-- **Data.** `imagenet` is an image folder with `train/` and `val/` sub-folders of one folder per
-  class (`--data path/to/imagenet`); the augmentation is cnnlab's (padding, random crops, flips), so
-  what a paper adds to it is listed in the notes as not reproduced. A model with no paper recipe
-  (the baselines, torchvision's one-tower `alexnet`, the `_bn` VGGs) refuses `--recipe paper` in one
-  line."""
-
-OPTIMIZER_NAMES = {
-    "sgd": "SGD",
-    "nesterov": "SGD with Nesterov momentum",
-    "adamw": "AdamW",
-    "rmsprop": "RMSprop",
-}
-
-
-def recipe_summary(r: Json) -> str:
-    """One sentence of the settings a recipe trains with, from its fields."""
-    decay = f"weight decay {r['weight_decay']:g}" + (
-        "" if r["decay_norm_and_bias"] else " (not on 1-D parameters)"
-    )
-    parts = [
-        f"{OPTIMIZER_NAMES[r['optimizer']]}, momentum {r['momentum']:g}, {decay}",
-        f"rate {r['lr']:g} at a batch of {r['batch_size'] or 128}",
-    ]
-    if r["warmup_epochs"] and r["schedule"] != "onecycle":
-        held = f"{r['warmup_factor']:g} of it" if r["warmup_factor"] else "a linear ramp up to it"
-        epochs = f"{r['warmup_epochs']:g} epoch" + ("" if r["warmup_epochs"] == 1 else "s")
-        parts.append(f"{held} for the first {epochs}")
-    if r["schedule"] == "step":
-        fractions = ", ".join(f"{f:.3g}" for f in r["milestones"])
-        parts.append(f"times {r['gamma']:g} at {fractions} of the run")
-    elif r["schedule"] == "exponential":
-        parts.append(f"times {r['gamma']:g} every {r['decay_every']:g} epochs")
-    else:
-        parts.append(f"{r['schedule']} schedule")
-    parts.append(f"{r['epochs']} epochs")
-    if r["label_smoothing"]:
-        parts.append(f"label smoothing {r['label_smoothing']:g}")
-    if r["ema_decay"]:
-        parts.append(f"a moving average of the weights (decay {r['ema_decay']:g}) evaluated and saved")
-    return "; ".join(parts) + "."
-
-
-def reproduce(row: Json, datasets: list[str]) -> str:
-    """The command that trains ``row``'s model by its paper, on the paper's data."""
-    data = row["paper_recipe"]["data"]
-    if data in datasets:
-        return f"`cnnlab train --model {row['name']} --data {data} --recipe paper`"
-    side = row["default_input_size"][-1]
-    return f"`cnnlab train --model {row['name']} --data path/to/{data} --image-size {side} --recipe paper`"
-
-
-def _chronological(rows: list[Json]) -> tuple[str, str]:
-    """A section's place: the first year its source names ("He et al. 2016, Sec. 4.2": 2016), then
-    the source itself."""
-    source = rows[0]["paper_recipe"]["source"]
-    found = re.search(r"\b(19|20)\d\d\b", source)
-    return (found.group(0) if found else "9999", source)
-
-
-def render_papers() -> str:
-    """docs/papers.md: one section per recipe (models whose paper recipes differ only in what the
-    paper reports share one), the papers in the order of their years, as the course meets them."""
-    if str(ROOT / "src") not in sys.path:  # this checkout's recipes, whatever cnnlab is installed
-        sys.path.insert(0, str(ROOT / "src"))
-    from cnnlab.data import list_datasets
-    from cnnlab.models import describe_models
-
-    sections: dict[str, list[Json]] = {}
-    for row in describe_models():
-        paper = row["paper_recipe"]
-        if paper is not None:
-            sections.setdefault(json.dumps({**paper, "reports": None}, sort_keys=True), []).append(row)
-    parts = [PAPERS_HEADER]
-    for rows in sorted(sections.values(), key=_chronological):
-        paper = rows[0]["paper_recipe"]
-        names = ", ".join(r["name"] for r in rows)
-        parts += [f"## {names} ({paper['source']})", f"Data: `{paper['data']}`. {recipe_summary(paper)}"]
-        if paper["notes"]:
-            parts.append(f"Notes: {paper['notes']}.")
-        table_rows = [
-            [f"`{r['name']}`", r["paper_recipe"]["reports"] or "no number", reproduce(r, list_datasets())]
-            for r in rows
-        ]
-        parts.append(table(["model", "the paper reports", "command"], table_rows))
     return "\n\n".join(parts) + "\n"
 
 

@@ -103,7 +103,10 @@ def test_eval_reproduces_the_training_result(cli, trained_run):
     result = json.loads(proc.stdout)
     trained = json.loads((trained_run / "result.json").read_text())
     assert result["images"] == 1000
-    assert result["test_acc"] == pytest.approx(trained["test_acc"], abs=0.005)
+    # The trainer evaluates in fp32, and so does eval by default, on whichever engine: the same images
+    # right, up to one whose logits tie within float rounding.
+    assert result["precision"] == "fp32"
+    assert result["test_acc"] == pytest.approx(trained["test_acc"], abs=0.0011)
 
 
 @pytest.mark.slow

@@ -9,43 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import relative_difference, save_run
+from helpers import CLASSES, FAMILIES, make_run, relative_difference
 
 import cnnlab
 from cnnlab.export import MISSING_EXTRA, export_run
-
-# (model, input side): each model's smallest valid input, or a little more, to keep the file fast.
-# AlexNet's FC layers are narrowed (61M parameters otherwise); VGG has no such option.
-FAMILIES = [
-    ("resnet20", 8),
-    ("vgg11_bn", 32),
-    ("alexnet", 63),
-    ("googlenet", 15),
-    ("densenet_bc_100", 8),
-    ("efficientnet_b0", 32),
-    ("se_resnet20", 8),
-    ("simple_cnn", 12),
-    ("dcn_resnet20", 8),
-]
-CLASSES = ["a", "b", "c", "d", "e"]
-MODEL_KWARGS = {"alexnet": {"widths": [16, 32, 32, 32, 32], "hidden": 64}}
-
-
-def make_run(root: Path, name: str, side: int) -> Path:
-    """A run directory of an untrained model, written with the rundir functions `cnnlab train` uses.
-    BatchNorm statistics are randomized so that folding them into the convolutions is not a no-op."""
-    torch.manual_seed(0)
-    kwargs = MODEL_KWARGS.get(name, {})
-    model = cnnlab.create_model(name, num_classes=len(CLASSES), in_chans=3, **kwargs)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return save_run(
-        model, root / name, name, CLASSES, [3, side, side], [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], **kwargs
-    )
 
 
 @pytest.fixture(scope="module")

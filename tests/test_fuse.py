@@ -190,7 +190,8 @@ def test_only_bn_right_after_a_conv_is_folded(module, left):
 
 @pytest.mark.slow
 def test_evaluate_run_and_predict_files_give_the_unfused_numbers(trained_run, tmp_path):
-    result = evaluate_run(trained_run, device="cpu")
+    # On torch in fp32: what fusion alone changes (tests/test_infer.py checks the other engines).
+    result = evaluate_run(trained_run, device="cpu", backend="torch", precision="fp32")
     model = cnnlab.load_run(trained_run)
     dataset = run_dataset(trained_run)
     cfg = model.data_config
@@ -203,7 +204,7 @@ def test_evaluate_run_and_predict_files_give_the_unfused_numbers(trained_run, tm
 
     path = tmp_path / "digit.png"
     Image.fromarray(dataset.test_images[0, 0].numpy()).save(path)
-    top = predict_files(trained_run, [str(path)], topk=3, device="cpu")[0]["top"]
+    top = predict_files(trained_run, [str(path)], 3, "cpu", "torch", "fp32")[0]["top"]
     with torch.no_grad():
         probs = model(normalize(dataset.test_images[:1])).softmax(1)[0]
     assert [t["index"] for t in top] == probs.topk(3).indices.tolist()

@@ -24,13 +24,16 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import infer
 from .analysis.summary import summarize
 from .errors import CnnlabError
 from .fuse import fuse_for_inference
@@ -326,6 +329,7 @@ def bench(
     channels_last: bool | None = None,
     compile: bool = False,
     naive: bool = False,
+    backend: str = "auto",
     num_classes: int = 1000,
     steps: int = DEFAULT_STEPS,
     warmup: int = DEFAULT_WARMUP,
@@ -334,8 +338,10 @@ def bench(
 ) -> dict[str, Any]:
     """Time ``model_name`` and return the settings used and the speed (the keys of ``cnnlab bench
     --json``). ``channels_last`` None takes this machine's default; ``naive`` overrides precision,
-    layout and compilation (eager, fp32, NCHW, no fusion). ``steps`` in the result is the number of
-    timed steps, at least the ``steps`` asked for."""
+    layout and compilation (eager, fp32, NCHW, no fusion). An inference step runs on the engine and in
+    the precision that `cnnlab eval` would choose for ``backend`` and ``precision`` (`cnnlab.infer`);
+    training runs on torch. ``steps`` in the result is the number of timed steps, at least the
+    ``steps`` asked for."""
     _check_settings(mode, precision, batch_size, steps, warmup, min_seconds)
     dev = resolve_device(device)
     summary = check_models([model_name], input_size, num_classes)[model_name]
@@ -355,10 +361,21 @@ def bench(
         x = x.contiguous(memory_format=torch.channels_last)
     if mode == "infer":
         model = prepare_for_inference(model.eval(), naive, bool(channels_last))
+        if not naive:  # as `cnnlab eval` runs it
+            precision = infer.DEFAULT_PRECISION if precision == "auto" else precision
+            backend = infer.resolve(backend, precision, dev, model)
+            dtype = resolve_precision(precision, dev)
+    elif backend not in ("auto", "torch"):
+        raise CnnlabError(f"--backend {backend} runs inference only: use it with --mode infer")
     else:
         model.train()
-    step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
-    times = time_steps(step, dev, steps, warmup, min_seconds)
+    backend = "torch" if mode == "train" or naive else backend
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "torch":
+            step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
+        else:
+            step, compile_error = _engine_step(model, model_name, backend, precision, x, Path(tmp)), None
+        times = time_steps(step, dev, steps, warmup, min_seconds)
     seconds = statistics.median(times)
     images_per_s = batch_size / seconds
     # Forward only for inference; a training step adds a backward pass of about twice the forward.
@@ -372,8 +389,9 @@ def bench(
         "input": list(size),
         "precision": precision_name(dtype),
         "channels_last": bool(channels_last),
-        "compile": compile and compile_error is None,
+        "compile": compile and compile_error is None and backend == "torch",
         "naive": naive,
+        "backend": backend,
         "threads": torch.get_num_threads(),
         "device": str(dev),
         "torch": torch.__version__,
@@ -406,6 +424,25 @@ def _check_settings(
             "--batch-size and --steps must be at least 1, --warmup and --min-seconds at least 0; "
             f"got {batch_size}, {steps}, {warmup}, {min_seconds}"
         )
+
+
+def _engine_step(
+    model: nn.Module, name: str, backend: str, precision: str, x: torch.Tensor, tmp: Path
+) -> Step:
+    """An inference step on an ONNX engine, of the model's ONNX file exported into ``tmp`` and checked."""
+    size = list(x.shape[1:])
+
+    def onnx() -> Path:
+        infer.build_onnx(model, tmp / "model.onnx", {"model": name, "input_size": size})
+        return tmp / "model.onnx"
+
+    forward = infer.make_engine(model, backend, precision, x.device, onnx)
+    x = x.contiguous()
+
+    def step() -> None:
+        forward(x)
+
+    return step
 
 
 def _step(
@@ -457,6 +494,7 @@ def sweep(
     its images/s over the naive row's. ``options`` are ``bench``'s other arguments (mode, batch size,
     input, steps...)."""
     names = [models] if isinstance(models, str) else list(models)
+    options.setdefault("backend", "torch")  # the grid is of torch's own settings
     check_models(names, options.get("input_size"), options.get("num_classes", 1000))
     rows = []
     for name in names:

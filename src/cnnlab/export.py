@@ -59,7 +59,7 @@ METADATA_KEY = "cnnlab"
 TORCHSCRIPT_ERRORS = (RuntimeError, torch.jit.Error, torch.jit.TracingCheckError)
 
 
-def _exporter_errors() -> tuple[type[Exception], ...]:
+def exporter_errors() -> tuple[type[Exception], ...]:
     # Imported when exporting: torch._dynamo and torch.onnx take a second, and every command that
     # builds the CLI's parser imports this module for FORMATS.
     import torch._dynamo.exc
@@ -74,7 +74,7 @@ def _exporter_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def _metadata(model: nn.Module, config: RunConfig) -> dict[str, Any]:
+def metadata(model: nn.Module, config: RunConfig) -> dict[str, Any]:
     data: DataInfo = model.data_config  # type: ignore[attr-defined]
     return {
         "model": config.model,
@@ -94,7 +94,7 @@ def _metadata(model: nn.Module, config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _import_onnx() -> Any:
+def import_onnx() -> Any:
     try:
         import onnx  # noqa: F401
         import onnxruntime
@@ -104,8 +104,8 @@ def _import_onnx() -> Any:
     return onnxruntime
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any]) -> Any:
-    onnxruntime = _import_onnx()
+def export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any]) -> Any:
+    onnxruntime = import_onnx()
     batch = torch.export.Dim("batch", min=1)
     # The exporter prints progress lines on stdout, which would break `--json`, and logs warnings
     # (torchvision not installed, ...) about internals a user cannot act on.
@@ -175,7 +175,7 @@ def _export_pt2(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[s
         return torch.export.load(str(out)).module()
 
 
-def _compare(model: nn.Module, exported: Any, input_size: list[int]) -> list[dict[str, float]]:
+def compare_outputs(model: nn.Module, exported: Any, input_size: list[int]) -> list[dict[str, float]]:
     """Max absolute and relative difference of the exported model's logits, per check batch size."""
     generator = torch.Generator().manual_seed(0)
     checks = []
@@ -207,7 +207,7 @@ def export_run(
     if format not in FORMATS:
         raise CnnlabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "onnx":
-        _import_onnx()  # before loading anything, so a missing extra is the only message
+        import_onnx()  # before loading anything, so a missing extra is the only message
     config = read_config(run_dir)
     model = load_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}"
@@ -217,16 +217,16 @@ def export_run(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, a read-only place
         raise write_error(out, e) from e
-    meta = _metadata(model, config)
+    meta = metadata(model, config)
     fused = fuse_for_inference(model).eval()
     example = torch.zeros(2, *meta["input_size"])  # batch 2: 1 could be specialized as a constant
-    exporter = {"onnx": _export_onnx, "torchscript": _export_torchscript, "pt2": _export_pt2}[format]
-    errors = _exporter_errors()
+    exporter = {"onnx": export_onnx, "torchscript": _export_torchscript, "pt2": _export_pt2}[format]
+    errors = exporter_errors()
     try:
         exported = exporter(fused, example, out, meta)
     except errors as e:  # an operator the exporter does not know: name it, keep it one line
         raise CnnlabError(f"{config.model} does not export to {format}: {first_line(e)[:300]}") from None
-    checks = _compare(fused, exported, meta["input_size"])
+    checks = compare_outputs(fused, exported, meta["input_size"])
     meta_path = out.with_name(out.name + ".json")
     write_json(meta_path, {**meta, "format": format})
     result = {

@@ -14,11 +14,10 @@ from .data.augment import Normalize
 from .data.base import Dataset
 from .data.folder import read_image
 from .errors import CnnlabError, InputSizeError
-from .evaluate import evaluate
-from .fuse import fuse_for_inference
+from .evaluate import evaluate_logits
+from .infer import DEFAULT_PRECISION, load_engine
 from .runconfig import DataInfo
-from .rundir import load_run, read_config
-from .runtime import channels_last_default, resolve_device
+from .rundir import read_config
 from .text import name_some
 
 
@@ -94,23 +93,27 @@ def evaluate_run(
     data: str | None = None,
     data_root: str | None = None,
     device: str = "auto",
+    backend: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
-    """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``."""
-    dev = resolve_device(device)
-    # BN folded into the convs, channels-last where that is faster: the same numbers to float32 rounding.
-    model = fuse_for_inference(load_run(run_dir, dev), channels_last=channels_last_default(dev))
+    """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``, on the
+    inference engine ``backend`` in ``precision`` (see `cnnlab.infer`)."""
     dataset, note = _dataset_for_run(run_dir, data, data_root)
-    cfg: DataInfo = model.data_config  # type: ignore[attr-defined]
-    normalize = Normalize(tuple(cfg.mean), tuple(cfg.std)).to(dev)
-    metrics = evaluate(model, dataset.test_images, dataset.test_labels, normalize, dev)
+    engine = load_engine(run_dir, backend, precision, device)
+    cfg: DataInfo = engine.model.data_config  # type: ignore[attr-defined]
+    normalize = Normalize(tuple(cfg.mean), tuple(cfg.std)).to(engine.device)
+    metrics = evaluate_logits(engine, dataset.test_images, dataset.test_labels, normalize, engine.device)
+    notes = [n for n in (note, engine.note) if n]
     return {
         "model": read_config(run_dir).model,
         "dataset": dataset.name,
         "images": len(dataset.test_labels),
+        "backend": engine.backend,
+        "precision": engine.precision,
         "test_acc": metrics["top1"],
         "test_top5": metrics["top5"],
         "test_loss": metrics["loss"],
-        **({"note": note} if note else {}),
+        **({"note": "; ".join(notes)} if notes else {}),
     }
 
 
@@ -131,30 +134,34 @@ def load_image(
     return image, normalize(image.unsqueeze(0).to(device))
 
 
-@torch.no_grad()
+PREDICT_BATCH = 64  # image files classified per forward pass
+
+
 def predict_files(
-    run_dir: str | os.PathLike[str], images: list[str], topk: int = 3, device: str = "auto"
+    run_dir: str | os.PathLike[str],
+    images: list[str],
+    topk: int = 3,
+    device: str = "auto",
+    backend: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> list[dict[str, Any]]:
-    """The ``topk`` most likely classes of each image file, with their probabilities.
+    """The ``topk`` most likely classes of each image file, with their probabilities, on the inference
+    engine ``backend`` in ``precision`` (see `cnnlab.infer`).
 
     Each image is converted to the model's channels and resized (shorter side, then centre crop)
     to its input size, as image folders are at training time.
     """
-    dev = resolve_device(device)
-    model = fuse_for_inference(load_run(run_dir, dev), channels_last=channels_last_default(dev))
-    cfg: DataInfo = model.data_config  # type: ignore[attr-defined]
+    engine = load_engine(run_dir, backend, precision, device)
+    cfg: DataInfo = engine.model.data_config  # type: ignore[attr-defined]
     k = max(1, min(topk, len(cfg.classes)))
     results = []
-    for path in images:
-        probs = model(load_image(path, cfg, dev)[1]).float().softmax(1)[0]
-        top = probs.topk(k)
-        results.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"label": cfg.classes[i], "index": i, "prob": p}
-                    for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                ],
-            }
-        )
+    for start in range(0, len(images), PREDICT_BATCH):
+        paths = images[start : start + PREDICT_BATCH]
+        x = torch.cat([load_image(path, cfg, engine.device)[1] for path in paths])
+        top = engine(x).float().softmax(1).topk(k)
+        for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist(), strict=True):
+            guesses = [
+                {"label": cfg.classes[i], "index": i, "prob": p} for p, i in zip(values, indices, strict=True)
+            ]
+            results.append({"image": str(path), "top": guesses})
     return results

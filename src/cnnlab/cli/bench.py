@@ -14,6 +14,8 @@ def _config(row: dict[str, Any]) -> str:
     """ "naive", "bf16 channels-last compiled", ...: what distinguishes the rows of a sweep."""
     if row["naive"]:
         return "naive"
+    if row["backend"] != "torch":
+        return f"{row['precision']} {row['backend']}"
     text = f"{row['precision']} {'channels-last' if row['channels_last'] else 'NCHW'}"
     if row["compile"]:
         text += " compiled"
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 channels_last=args.channels_last,
                 compile=args.compile,
                 naive=args.naive,
+                backend=args.backend,
                 **options,
             )
             for name in args.models
@@ -89,6 +92,7 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 def add(sub: Any) -> None:
     from ..bench import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DEFAULT_WARMUP, MIN_SECONDS, MODES, PRECISIONS
+    from ..infer import BACKENDS
 
     p = sub.add_parser(
         "bench",
@@ -106,13 +110,22 @@ def add(sub: Any) -> None:
     p.add_argument("--input", help="CxHxW, e.g. 3x224x224 (default: each model's usual input)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument(
-        "--precision", choices=PRECISIONS, default="auto", help="auto: bf16 where the hardware has it"
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: for --mode train bf16 where the hardware has it, for infer what eval runs (fp32)",
     )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="NHWC memory layout (default: whichever wins on this kind of device)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="--mode infer: the engine, as for `cnnlab eval` (default: the one eval would choose)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     p.add_argument("--naive", action="store_true", help="the baseline: eager, fp32, NCHW, no fusion")

@@ -20,6 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ..infer import BACKENDS, DEFAULT_PRECISION
+from ..infer import PRECISIONS as INFER_PRECISIONS
 from ..runtime import DEVICES
 from ..text import one_line
 
@@ -62,6 +64,23 @@ DATA = _parent(
     ),
 )
 DEVICE = _parent(lambda p: p.add_argument("--device", choices=DEVICES, default="auto"))
+# The engine that runs a trained model, and in which precision: see cnnlab.infer.
+INFER = _parent(
+    lambda p: p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="the inference engine (default: the fastest installed on this device; "
+        "onnxruntime and openvino come with pip install 'cnnlab[infer]')",
+    ),
+    lambda p: p.add_argument(
+        "--precision",
+        choices=INFER_PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="bf16 runs about twice as fast on a CPU with native bf16, at some cost in accuracy "
+        "(default fp32)",
+    ),
+)
 
 
 def print_json(obj: Any) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import DEVICE, JSON
+from .common import DEVICE, INFER, JSON
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..predict import predict_files
 
-    return {"predictions": predict_files(args.run_dir, args.images, topk=args.topk, device=args.device)}
+    return {
+        "predictions": predict_files(
+            args.run_dir, args.images, args.topk, args.device, args.backend, args.precision
+        )
+    }
 
 
 def show(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -21,7 +25,9 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def add(sub: Any) -> None:
-    p = sub.add_parser("predict", parents=[DEVICE, JSON], help="classify image files with a run's model")
+    p = sub.add_parser(
+        "predict", parents=[DEVICE, INFER, JSON], help="classify image files with a run's model"
+    )
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=3)
