@@ -181,4 +181,5 @@ def test_images_below_the_model_minimum_are_resized_with_one_line(tiny_digits, t
     assert "28x28 images are smaller than vgg11_bn trains on (32x32): resized to 32x32" in printed
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["input_size"] == [1, 32, 32] and config["train"]["image_size"] == 32
-    assert evaluate_run(out, device="cpu")["images"] == 100  # eval resizes the test set alike
+    # eval resizes the test set alike (on torch: a VGG's ONNX export would take longer than the training)
+    assert evaluate_run(out, device="cpu", backend="torch")["images"] == 100
