@@ -97,11 +97,14 @@ def test_a_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     run = make_run(tmp_path, "resnet20", 8)
     infer.load_engine(run, "onnxruntime", "fp32", "cpu")
-    (run / infer.CACHE_DIR / "model.onnx.json").write_text("{not json")
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         expected = cnnlab.load_run(run)(x)
-    assert relative_difference(infer.load_engine(run, "onnxruntime", "fp32", "cpu")(x), expected) <= 1e-4
+    sidecar = run / infer.CACHE_DIR / "model.onnx.json"
+    for damage in ("{not json", "[]"):
+        sidecar.write_text(damage)
+        assert relative_difference(infer.load_engine(run, "onnxruntime", "fp32", "cpu")(x), expected) <= 1e-4
+        assert "weights_sha256" in json.loads(sidecar.read_text())["made_from"]  # written anew
 
 
 def test_auto_takes_torch_when_no_engine_is_installed(tmp_path: Path, monkeypatch) -> None:

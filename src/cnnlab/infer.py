@@ -1,6 +1,6 @@
 """Inference engines: a trained model's forward pass in PyTorch, onnxruntime or OpenVINO, behind one call.
 
-    engine = load_engine("runs/resnet20-mnist5k-...")    # backend and precision "auto"
+    engine = load_engine("runs/resnet20-mnist5k-...")    # the fastest installed engine, in fp32
     logits = engine(images)    # normalized float (N, C, H, W) on engine.device -> float32 (N, classes)
 
 Every engine runs the model as ``cnnlab eval`` always has: eval mode, BatchNorm folded into the convs
@@ -69,10 +69,6 @@ class Engine:
     model: nn.Module  # the fused PyTorch model: its data_config, and the reference of the checks
     device: torch.device
     note: str | None = None  # why ``auto`` chose less than it could, if it did
-
-    @property
-    def tolerance(self) -> float:
-        return TOLERANCES[self.precision]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -206,7 +202,8 @@ def cached_onnx(run_dir: Path, fused: nn.Module, meta: dict[str, Any]) -> Path:
         "torch": torch.__version__,
     }
     try:
-        if out.exists() and json.loads(sidecar.read_text()).get("made_from") == key:
+        recorded = json.loads(sidecar.read_text())
+        if out.exists() and isinstance(recorded, dict) and recorded.get("made_from") == key:
             return out
     except (OSError, ValueError):  # no sidecar, or a damaged one: build again
         pass
