@@ -370,12 +370,11 @@ def bench(
     else:
         model.train()
     backend = "torch" if mode == "train" or naive else backend
-    with tempfile.TemporaryDirectory() as tmp:
-        if backend == "torch":
-            step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
-        else:
-            step, compile_error = _engine_step(model, model_name, backend, precision, x, Path(tmp)), None
-        times = time_steps(step, dev, steps, warmup, min_seconds)
+    if backend == "torch":
+        step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
+    else:
+        step, compile_error = _engine_step(model, model_name, backend, precision, x), None
+    times = time_steps(step, dev, steps, warmup, min_seconds)
     seconds = statistics.median(times)
     images_per_s = batch_size / seconds
     # Forward only for inference; a training step adds a backward pass of about twice the forward.
@@ -426,17 +425,17 @@ def _check_settings(
         )
 
 
-def _engine_step(
-    model: nn.Module, name: str, backend: str, precision: str, x: torch.Tensor, tmp: Path
-) -> Step:
-    """An inference step on an ONNX engine, of the model's ONNX file exported into ``tmp`` and checked."""
-    size = list(x.shape[1:])
+def _engine_step(model: nn.Module, name: str, backend: str, precision: str, x: torch.Tensor) -> Step:
+    """An inference step on an ONNX engine, of the model's ONNX file exported and checked; the engines
+    read the file when they are built, so it lives only that long."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
 
-    def onnx() -> Path:
-        infer.build_onnx(model, tmp / "model.onnx", {"model": name, "input_size": size})
-        return tmp / "model.onnx"
+        def onnx() -> Path:
+            infer.build_onnx(model, path, {"model": name, "input_size": list(x.shape[1:])})
+            return path
 
-    forward = infer.make_engine(model, backend, precision, x.device, onnx)
+        forward = infer.make_engine(model, backend, precision, x.device, onnx)
     x = x.contiguous()
 
     def step() -> None:
