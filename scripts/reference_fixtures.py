@@ -3,8 +3,8 @@
 Development aid; it needs the reference environment of ../shared/tools/reference.py (set-up at the
 top of that file), never cnnlab's tests.
 
-  # 1. fixtures for the tests: each reference model's key/shape manifest and its logits for the
-  #    weights tests/filled.py makes from the key names (tests/fixtures/reference/*.json.gz)
+  # 1. fixtures for the tests: each reference model's key/shape manifest and its float64 logits for
+  #    the weights tests/filled.py makes from the key names (tests/fixtures/reference/*.json.gz)
   /tmp/refenv/bin/python scripts/reference_fixtures.py record [NAME ...]
 
   # 2. the reference libraries' own seeded random init: dump each model, then convert and compare
@@ -58,13 +58,16 @@ def record(names: list[str]) -> None:
         model = reference.build(name).eval()
         manifest = {k: list(v.shape) for k, v in model.state_dict().items()}
         model.load_state_dict(filled_state(manifest))
+        # In float64: fp32 logits of a deep net differ between CPUs (AVX2 and AVX-512 kernels round
+        # differently) by up to 1e-3 of the largest, which would hide a small conversion error.
         with torch.no_grad():
-            logits = model(filled_input(SIZE))[0]
+            logits = model.double()(filled_input(SIZE).double())[0]
         fixture = {
             "name": name,
             "size": SIZE,
+            "dtype": "float64",
             "keys": manifest,
-            "logits": [float(f"{v:.8g}") for v in logits.tolist()],
+            "logits": [float(f"{v:.17g}") for v in logits.tolist()],
         }
         with gzip.open(fixture_path(name), "wt", encoding="utf-8") as f:
             json.dump(fixture, f, separators=(",", ":"))
