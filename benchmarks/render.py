@@ -5,7 +5,8 @@ Run as ``python benchmarks/render.py`` (``make results``) to write both pages, o
 with status 1 when a page differs from its render. results.md needs the standard library only;
 papers.md (``render_papers.py``) imports cnnlab, from this checkout's ``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
-``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``) and every
+``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``,
+``data_store.py``) and every
 ``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``). A file of a shape this module
 does not know is an error, so a new kind of result gets its table rather than being left off the page.
 """
@@ -236,6 +237,58 @@ def inference_rows(data: Json) -> str:
     )
 
 
+def _pack_rows(p: Json) -> str:
+    ips, rounds = p["images_per_s"], len(p["rounds"]["pack_1_worker"])
+    ratio = f"{p['two_over_one']:.2f}x 1 worker, {pct(p['two_over_twice_decode'])} of 2x one process"
+    rows = [
+        [f"decode in one process ({count(p['decode_sample'])} files)", num(ips["decode_one_process"]), "-"],
+        ["`cnnlab data pack`, 1 worker", num(ips["pack_1_worker"]), "-"],
+        ["`cnnlab data pack`, 2 workers", num(ips["pack_2_workers"]), ratio],
+    ]
+    head = f"Packing {count(p['images'])} generated JPEGs (images/s, the best of {rounds} rounds):\n\n"
+    return head + table(["how", "images/s", "ratio"], rows)
+
+
+def _first_step(f: Json) -> str:
+    later = " and ".join(f"{num(s, 2)} s" for s in f["later_s"])
+    return (
+        f"`cnnlab train --data FOLDER` on the same folder, from its start to its first step: "
+        f"{num(f['first_s'], 2)} s when it packs the folder, {later} when it maps the cached store "
+        f"({f['first_over_second']:.1f}x sooner)."
+    )
+
+
+def _mmap_rows(m: Json) -> str:
+    store, memory, over = m["runs"]["store"], m["runs"]["memory"], m["rss_anon_over_memory_mb"]
+    rows = [
+        [
+            who,
+            count(r["train_images"]),
+            num(r["images_per_s"]),
+            pct(r["data_fraction"]),
+            num(r["rss_anon_mb"], 0),
+        ]
+        for who, r in m["runs"].items()
+    ]
+    head = (
+        f"resnet18 on random resized crops at {m['crop']} px, {store['steps']} steps of "
+        f"{store['batch_size']}, from a {m['store_bytes'] / 1e9:.2f} GB store of {m['image']} images "
+        "(page cache warm) and from "
+        f"{count(memory['train_images'])} images in memory; the store's RssAnon is "
+        f"{num(abs(over), 0)} MB {'above' if over >= 0 else 'below'} the in-memory run's:\n\n"
+    )
+    return head + table(["data", "training images", "images/s", "data time", "RssAnon MB"], rows)
+
+
+def store_rows(data: Json) -> str:
+    """``data_store.py``: packing in parallel, the folder cache's first step, training from a store."""
+    parts = [f"`{data['command'].strip()}`."]
+    parts += [_pack_rows(data["pack"])] if "pack" in data else []
+    parts += [_first_step(data["first_step"])] if "first_step" in data else []
+    parts += [_mmap_rows(data["mmap"])] if "mmap" in data else []
+    return "\n\n".join(parts)
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
@@ -248,6 +301,8 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
         return "Channels-last against NCHW", channels_last_rows
     if "models" in data:
         return "The zoo: every family trained by its recipe", zoo_rows
+    if {"pack", "first_step", "mmap"} & set(data):
+        return "Packed stores", store_rows
     if "runs" in data and "summary" in data:
         return "Time to accuracy of the default training", accuracy_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")

@@ -1,8 +1,17 @@
+import atexit
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Folders given to `cnnlab train --data` are packed into a cache under the data root: the suite's go to a
+# folder of its own, here and in every process it starts, never to ./data.
+os.environ["CNNLAB_DATA"] = tempfile.mkdtemp(prefix="cnnlab-test-data-")
+atexit.register(shutil.rmtree, os.environ["CNNLAB_DATA"], True)
 
 
 def cnnlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

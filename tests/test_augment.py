@@ -1,10 +1,24 @@
 """Batched augmentation equals a per-sample reference, and its randomness depends only on
 (seed, epoch, sample index)."""
 
+import math
+import random
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import Normalize, batches, hflip, plan_epoch, random_crop
+from cnnlab.data.augment import (
+    Normalize,
+    batches,
+    centre_crop,
+    hflip,
+    plan_epoch,
+    prefetched,
+    random_crop,
+    resized_crop,
+    resized_crop_boxes,
+)
 
 
 def test_random_crop_equals_per_sample_reference():
@@ -62,3 +76,78 @@ def test_normalize_matches_formula():
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     expected = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert torch.allclose(Normalize(mean, std)(x), expected, atol=1e-5)
+
+
+def test_a_resized_crop_without_scaling_is_the_box_and_a_flip_mirrors_it():
+    images = torch.randint(0, 256, (3, 3, 12, 10), dtype=torch.uint8)
+    whole = torch.tensor([[0, 0, 12, 10]] * 3)
+    square = torch.randint(0, 256, (3, 3, 10, 10), dtype=torch.uint8)
+    no, yes = torch.zeros(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)
+    assert torch.equal(resized_crop(square, whole.clamp(max=10), no, 10), square)
+    assert torch.equal(resized_crop(square, whole.clamp(max=10), yes, 10), square.flip(3))
+    boxes = torch.tensor([[1, 2, 6, 6], [0, 0, 6, 6], [6, 4, 6, 6]])
+    out = resized_crop(images, boxes, no, 6)
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        assert torch.equal(out[i], images[i, :, top : top + h, left : left + w])
+    # The whole image at another size is what F.interpolate's bilinear resize gives (no antialiasing).
+    for size in (7, 21):
+        want = F.interpolate(square.float(), size=(size, size), mode="bilinear", align_corners=False)
+        got = resized_crop(square, whole.clamp(max=10), no, size)
+        assert (got.int() - want.round().clamp(0, 255).int()).abs().max() <= 1
+
+
+def reference_box(rng: random.Random, height: int, width: int) -> tuple[int, int]:
+    for _ in range(10):
+        area = height * width * rng.uniform(0.08, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return h, w
+    return height, min(width, round(height * 4 / 3))  # never reached at 40x60 in practice
+
+
+def test_resized_crop_boxes_are_imagenets():
+    g = torch.Generator().manual_seed(0)
+    boxes = resized_crop_boxes(20000, 40, 60, g)
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 60).all()
+    area, aspect = (h * w).float() / (40 * 60), w.float() / h
+    # Rounding to whole pixels moves the bounds by a pixel's worth.
+    assert area.min() >= 0.07 and area.max() <= 1.0 and aspect.min() >= 0.7 and aspect.max() <= 1.4
+    # The same distribution as a per-sample loop of the published algorithm (ten tries, then a centred
+    # box), drawn with other random numbers: the means agree to sampling error.
+    rng = random.Random(0)
+    reference = [reference_box(rng, 40, 60) for _ in range(20000)]
+    ref_area = sum(h * w for h, w in reference) / (20000 * 40 * 60)
+    ref_aspect = sum(w / h for h, w in reference) / 20000
+    assert abs(area.mean().item() - ref_area) < 0.01 and abs(aspect.mean().item() - ref_aspect) < 0.01
+    # A draw that never fits (a 1x50 strip) falls back on the largest centred box within the ratios.
+    strip = resized_crop_boxes(5, 1, 50, torch.Generator().manual_seed(0), tries=1)
+    assert strip.tolist() == [[0, 24, 1, 1]] * 5
+
+
+def test_a_plan_with_resized_crops_keeps_the_order_and_flips_and_depends_on_seed_and_epoch():
+    padded = plan_epoch(50, seed=1, epoch=3, padding=4, hflip=True)
+    resized = plan_epoch(50, seed=1, epoch=3, padding=4, hflip=True, resized=(40, 40, 32))
+    assert torch.equal(padded.order, resized.order) and torch.equal(padded.flips, resized.flips)
+    again = plan_epoch(50, seed=1, epoch=3, padding=4, hflip=True, resized=(40, 40, 32))
+    other = plan_epoch(50, seed=1, epoch=4, padding=4, hflip=True, resized=(40, 40, 32))
+    assert torch.equal(resized.boxes, again.boxes) and not torch.equal(resized.boxes, other.boxes)
+    images = torch.randint(0, 256, (50, 3, 40, 40), dtype=torch.uint8)
+    x, _ = next(batches(images, torch.arange(50), 16, resized))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.uint8
+    idx = resized.order[:16]
+    assert torch.equal(x, resized_crop(images[idx], resized.boxes[idx], resized.flips[idx], 32))
+    assert torch.equal(centre_crop(images, 32), images[:, :, 4:36, 4:36])
+
+
+def test_prefetched_hands_out_every_item_in_order_and_passes_errors_on():
+    assert list(prefetched(iter(range(100)))) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("the producer failed")
+
+    with pytest.raises(ValueError, match="producer failed"):
+        list(prefetched(failing()))
+    assert math.isclose(sum(prefetched([0.5, 0.25])), 0.75)

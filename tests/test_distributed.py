@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cnnlab.data.augment import batches, plan_epoch
 from cnnlab.errors import CnnlabError
-from cnnlab.train.distributed import World, local_batch, shard
+from cnnlab.train.distributed import World, local_batch
 
 # A small learning rate keeps the run in the regime where rounding differences stay rounding: at
 # lr 0.1 one process with one thread and with two already differ by 20% after an epoch.
@@ -40,9 +41,20 @@ def state_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys:
 def test_the_global_batch_divides_among_the_processes():
     world = World(rank=1, size=2)
     assert local_batch(64, world) == 32
-    assert shard(torch.arange(8), world).tolist() == [4, 5, 6, 7]
     with pytest.raises(CnnlabError, match="global batch"):
         local_batch(63, world)
+
+
+def test_each_process_gathers_its_slice_of_the_global_batch_with_its_own_augmentation():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(16)
+    plan = plan_epoch(16, seed=1, epoch=2, padding=2, hflip=True)
+    whole = list(batches(images, labels, 8, plan, drop_last=True))
+    parts = [list(batches(images, labels, 8, plan, drop_last=True, rank=r, ranks=2)) for r in (0, 1)]
+    for step, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][step][0], parts[1][step][0]]), x)
+        assert torch.equal(torch.cat([parts[0][step][1], parts[1][step][1]]), y)
+    assert parts[1][0][1].tolist() == plan.order[4:8].tolist()
 
 
 @pytest.mark.slow

@@ -334,3 +334,60 @@ def test_config_json_valid_but_wrong(changes: dict[str, Any]) -> None:
         config = {**json.loads(run_files()[rundir.CONFIG]), **changes}
         (run / rundir.CONFIG).write_text(json.dumps(config))
         cnnlab_errors_only(lambda: rundir.load_run(run))
+
+
+# ---------------------------------------------------------------- packed stores
+
+
+@functools.cache
+def store_files() -> dict[str, bytes]:
+    """Every file of a small valid store (2 classes, 1x4x4 images), as bytes."""
+    from cnnlab.data.base import Dataset
+    from cnnlab.data.pack import write_store
+
+    images = torch.arange(5 * 16, dtype=torch.uint8).reshape(5, 1, 4, 4)
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    data = Dataset("tiny", images[:3], labels[:3], images[3:], labels[3:], classes=["a", "b"], hflip=False)
+    with scratch() as d:
+        write_store(data, d / "store", "tiny")
+        return {p.name: p.read_bytes() for p in (d / "store").iterdir()}
+
+
+def load_store_files(files: dict[str, bytes]) -> None:
+    from cnnlab.data.store import load_store, verify_store
+
+    with scratch() as d:
+        for name, content in files.items():
+            (d / name).write_bytes(content)
+        data = cnnlab_errors_only(lambda: load_store(d))
+        if data is not None:  # what loads is whole: every image and label can be read
+            assert data.train_images.shape[0] == data.train_labels.shape[0]
+            assert int(data.train_images.sum()) >= 0 and data.train_labels.max() < data.num_classes
+        cnnlab_errors_only(lambda: verify_store(d))
+
+
+@FUZZ
+@given(which=st.sampled_from(sorted(store_files())), data=st.data())
+def test_store_files_fuzz(which: str, data: st.DataObject) -> None:
+    """A store with one file truncated, flipped, extended or replaced: it loads whole, or one line."""
+    files = dict(store_files())
+    files[which] = data.draw(mutated(files[which]))
+    load_store_files(files)
+
+
+@FUZZ
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            ["format", "version", "classes", "shape", "mean", "std", "hflip", "splits", "skipped"]
+        ),
+        JSON_VALUES,
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_store_manifest_valid_but_wrong(changes: dict[str, Any]) -> None:
+    """Well-formed JSON with a field of the wrong kind in manifest.json (a hand edit): one line."""
+    files = dict(store_files())
+    files["manifest.json"] = json.dumps({**json.loads(files["manifest.json"]), **changes}).encode()
+    load_store_files(files)

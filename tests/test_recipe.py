@@ -133,13 +133,16 @@ def test_a_recipes_image_size_resizes_smaller_data_with_a_note(tiny_digits, monk
 
     monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=36))
     config = TrainConfig(model="simple_cnn", data=str(tiny_digits))
-    data, notes = _load_data(config)
-    assert data.image_size == (40, 40) and config.image_size == 40  # 36 rounded up to a multiple of 8
+    data, notes, resized_up = _load_data(config)
+    assert data.image_size == (40, 40) and config.image_size == 40 and resized_up  # 36 rounded up to 8s
     assert len(notes) == 1 and "resized to 40x40" in notes[0] and "image_size" in config.from_recipe
     given = TrainConfig(model="simple_cnn", data=str(tiny_digits), image_size=28)
     assert _load_data(given)[0].image_size == (28, 28)  # an explicit --image-size wins
     monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=28))
-    assert _load_data(TrainConfig(model="simple_cnn", data=str(tiny_digits)))[1] == []  # large enough
+    assert _load_data(TrainConfig(model="simple_cnn", data=str(tiny_digits)))[1:] == (
+        [],
+        False,
+    )  # large enough
 
 
 def test_a_recipes_min_steps_sets_the_epochs_of_a_small_dataset(monkeypatch):

@@ -42,14 +42,22 @@ def _dataset_for_run(
     # A converted ImageNet run states its evaluation resize (256 before a 224 crop): image folders get it.
     resize_side = config.data.resize_size if side else None
     interpolation = config.data.interpolation
-    dataset = datasets.load(
-        source,
-        root=root,
-        download=False,
-        image_size=side,
-        resize_side=resize_side,
-        interpolation=interpolation,
-    )
+    if config.converted is None and config.data.resize_size is not None and side:
+        # Trained on random resized crops: evaluated on the centre of the images it trained from, as
+        # training evaluated it (a folder's are the ones it packed then, at the size it asked for).
+        stored = datasets.load(
+            source, root=root, download=False, image_size=config.train.get("image_size"), cache=True
+        )
+        dataset = datasets.centre_cropped(stored, side)
+    else:
+        dataset = datasets.load(
+            source,
+            root=root,
+            download=False,
+            image_size=side,
+            resize_side=resize_side,
+            interpolation=interpolation,
+        )
     got = [dataset.in_chans, *dataset.image_size]
     if got != size:
         raise InputSizeError(

@@ -17,6 +17,7 @@ from . import (
     bench,
     compare,
     convert,
+    data,
     eval,
     experiment,
     export,
@@ -29,7 +30,9 @@ from . import (
 from .common import Parser, print_json
 
 # In the order `cnnlab --help` lists them.
-VERBS = (train, eval, predict, models, summary, analyze, report, compare, experiment, bench, export, convert)
+VERBS = (
+    train, eval, predict, models, summary, analyze, report, compare, experiment, bench, export, convert, data
+)  # fmt: skip
 
 
 def build_parser() -> Parser:

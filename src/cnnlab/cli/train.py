@@ -82,6 +82,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     from ..runtime import PRECISIONS
+    from ..train.config import CROPS, RESIZED_MIN_SIDE
 
     p.add_argument(
         "--epochs",
@@ -101,6 +102,13 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     )
     p.add_argument(
         "--padding", type=int, help="random-crop padding in pixels (default: an eighth of the side)"
+    )
+    p.add_argument(
+        "--crop",
+        choices=CROPS,
+        default=d.crop,
+        help=f"resized: random resized crops (ImageNet's), evaluated on the centre crop; pad: padded crops; "
+        f"auto: resized on images of at least {RESIZED_MIN_SIDE} pixels (default)",
     )
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)

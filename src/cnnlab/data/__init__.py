@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError, UnknownNameError
 from .base import Dataset, check_memory
+from .store import MANIFEST
 
 DEFAULT_ROOT = Path(os.environ.get("CNNLAB_DATA", "data"))
 CHUNK_BYTES = 256 * 2**20
@@ -60,6 +62,15 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
+def source_kind(name_or_path: str | os.PathLike[str]) -> str:
+    """What ``load`` reads: "named" for a dataset's name, else what the path holds ("store",
+    "folder", "cifar10", "cifar100", "idx")."""
+    key = str(name_or_path).lower()
+    if ALIASES.get(key, key) in DATASETS:
+        return "named"
+    return _format(Path(str(name_or_path)).expanduser())
+
+
 def load(
     name_or_path: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
@@ -68,9 +79,12 @@ def load(
     strict: bool = False,
     resize_side: int | None = None,
     interpolation: str = "bilinear",
+    cache: bool = False,
 ) -> Dataset:
     """Load a dataset by name (``mnist5k``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``)
-    or by path (an image folder, a CIFAR archive or folder, a folder of MNIST IDX files).
+    or by path (an image folder, a packed store, a CIFAR archive or folder, a folder of MNIST IDX
+    files). A store is memory-mapped (store.py); with ``cache`` an image folder is packed once into
+    a store under ``root`` and mapped from then on (pack.py), else decoded into memory.
 
     ``resize_side`` and ``interpolation`` read an image folder as ImageNet models are evaluated:
     shorter side to ``resize_side``, then the centre ``image_size`` square (see ``load_folder``).
@@ -91,7 +105,8 @@ def load(
     except OSError as e:  # a name the file system refuses outright, e.g. longer than it allows
         raise DataError(f"cannot use {key[:80]!r} as a dataset path: {e.strerror or e}") from None
     if exists:
-        dataset = _load_path(path, image_size, strict, resize_side, interpolation)
+        cache_root = (Path(root) if root is not None else DEFAULT_ROOT) if cache else None
+        dataset = _load_path(path, image_size, strict, resize_side, interpolation, cache_root)
         return resize(dataset, image_size) if image_size else dataset
     close = difflib.get_close_matches(name, list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -101,41 +116,75 @@ def load(
     )
 
 
+def _format(path: Path) -> str:
+    """What a path holds, recognized by its content: "store", "cifar10", "cifar100", "idx", "folder"."""
+    if path.is_file():
+        if path.name.startswith("cifar-100"):
+            return "cifar100"
+        if path.name.startswith("cifar-10"):
+            return "cifar10"
+        raise DataError(f"{path} is a file cnnlab cannot read as a dataset: give a folder or a CIFAR archive")
+    names = {p.name for p in path.iterdir()}
+    # A manifest.json alone is no store: many datasets ship one beside their class folders.
+    if MANIFEST in names and any(n.endswith(".u8") for n in names):
+        return "store"
+    if names & {"cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz"}:
+        return "cifar10"
+    if names & {"cifar-100-python", "cifar-100-python.tar.gz"} or {"train", "test", "meta"} <= names:
+        return "cifar100"
+    if any(n.startswith("train-images-idx3-ubyte") for n in names):
+        return "idx"
+    return "folder"
+
+
+def image_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of images (rather than a store, CIFAR or IDX files)."""
+    return path.is_dir() and _format(path) == "folder"
+
+
 def _load_path(
     path: Path,
     image_size: int | None,
     strict: bool = False,
     resize_side: int | None = None,
     interpolation: str = "bilinear",
+    cache: Path | None = None,
 ) -> Dataset:
-    """Recognize a path's format by its content: CIFAR archive or folder, IDX files, else images."""
-    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
-    if path.is_file():
-        if path.name.startswith("cifar-100"):
-            from .cifar import load_cifar
+    kind = _format(path)
+    if kind == "store":
+        from .store import load_store
 
-            return load_cifar(path, variant="cifar100")
-        if path.name.startswith("cifar-10"):
-            from .cifar import load_cifar
-
-            return load_cifar(path, variant="cifar10")
-        raise DataError(f"{path} is a file cnnlab cannot read as a dataset: give a folder or a CIFAR archive")
-    if names & {"cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz"}:
+        return load_store(path, image_size, resize_side)
+    if kind in ("cifar10", "cifar100"):
         from .cifar import load_cifar
 
-        return load_cifar(path, variant="cifar10")
-    if names & {"cifar-100-python", "cifar-100-python.tar.gz"} or {"train", "test", "meta"} <= names:
-        from .cifar import load_cifar
-
-        return load_cifar(path, variant="cifar100")
-    if any(n.startswith("train-images-idx3-ubyte") for n in names):
+        return load_cifar(path, variant=kind)
+    if kind == "idx":
         from .idx import load_idx
 
         return load_idx(path, name="fashion_mnist" if "fashion" in path.name.lower() else "mnist")
+    if cache is not None and resize_side is None:
+        from .cache import cached_folder
+
+        return cached_folder(path, cache, image_size, strict)
     from .folder import load_folder
 
     return load_folder(
         path, image_size=image_size, strict=strict, resize_side=resize_side, interpolation=interpolation
+    )
+
+
+def centre_cropped(dataset: Dataset, size: int) -> Dataset:
+    """The dataset with the centre size x size square of every image, as views: a memory-mapped
+    store is read only where a batch is gathered."""
+    from .augment import centre_crop
+
+    if min(dataset.image_size) < size:
+        raise DataError(f"{dataset.name}'s images are smaller than the {size}x{size} centre to cut from them")
+    return dataclasses.replace(
+        dataset,
+        train_images=centre_crop(dataset.train_images, size),
+        test_images=centre_crop(dataset.test_images, size),
     )
 
 
@@ -175,4 +224,13 @@ def resize(dataset: Dataset, size: int, chunk: int = 1024) -> Dataset:
     )
 
 
-__all__ = ["DEFAULT_ROOT", "Dataset", "list_datasets", "load", "resize"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "Dataset",
+    "centre_cropped",
+    "image_folder",
+    "list_datasets",
+    "load",
+    "resize",
+    "source_kind",
+]

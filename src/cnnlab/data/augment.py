@@ -8,11 +8,17 @@ the batch size, the number of processes, or the step a run was resumed from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
+
+T = TypeVar("T")
+_END = object()
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -28,14 +34,86 @@ class EpochPlan:
     offsets: torch.Tensor  # (N, 2) crop offsets in 0..2*padding, indexed by sample
     flips: torch.Tensor  # (N,) bool, indexed by sample
     padding: int
+    # Random resized crops instead of padded ones: each sample's (top, left, height, width) box in
+    # the stored image, resized to size x size.
+    boxes: torch.Tensor | None = None
+    size: int | None = None
 
 
-def plan_epoch(n: int, seed: int, epoch: int, padding: int, hflip: bool, shuffle: bool = True) -> EpochPlan:
+def plan_epoch(
+    n: int,
+    seed: int,
+    epoch: int,
+    padding: int,
+    hflip: bool,
+    shuffle: bool = True,
+    resized: tuple[int, int, int] | None = None,
+) -> EpochPlan:
+    """The epoch's plan; with ``resized`` = (height, width, size), random resized crops of images
+    stored at height x width, to size x size, replace the padded crops."""
     g = epoch_generator(seed, epoch)
     order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
     offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=g)
     flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
-    return EpochPlan(order, offsets, flips, padding)
+    if resized is None:  # drawn after the rest, so that a plan with padded crops stays as it was
+        return EpochPlan(order, offsets, flips, padding)
+    height, width, size = resized
+    return EpochPlan(order, offsets, flips, 0, resized_crop_boxes(n, height, width, g), size)
+
+
+def resized_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    g: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    tries: int = 10,
+) -> torch.Tensor:
+    """(n, 4) boxes (top, left, height, width) as ImageNet training draws them: a ``scale`` share of
+    the area, a log-uniform aspect ``ratio``, the first of ``tries`` draws that fits, else the
+    largest centred box within the ratios."""
+    area = height * width * torch.empty(n, tries).uniform_(*scale, generator=g)
+    aspect = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g).exp_()
+    w, h = (area * aspect).sqrt_().round_(), (area / aspect).sqrt_().round_()
+    fits = (w >= 1) & (h >= 1) & (w <= width) & (h <= height)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    fall_w = min(width, round(height * ratio[1])) if width / height > ratio[1] else width
+    fall_h = min(height, round(width / ratio[0])) if width / height < ratio[0] else height
+    found = fits.any(1)
+    w, h = torch.where(found, w, float(fall_w)), torch.where(found, h, float(fall_h))
+    corner = torch.rand(n, 2, generator=g)
+    top = (corner[:, 0] * (height - h + 1)).floor_()
+    left = (corner[:, 1] * (width - w + 1)).floor_()
+    top, left = torch.where(found, top, (height - h) // 2), torch.where(found, left, (width - w) // 2)
+    return torch.stack([top, left, h, w], 1).long()
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's box resized (bilinear) to size x size, mirrored where ``flips`` says: one affine
+    sampling grid per image, the whole batch in one call. Without antialiasing: a box shrinks by at
+    most the stored side over the crop's (146 to 128 at the recommended sizes), where it hardly
+    aliases."""
+    n, c, height, width = images.shape
+    top, left, h, w = boxes.to(torch.float32).unbind(1)
+    # The grid maps an output pixel's centre, in -1..1, to the input's: box centre plus half its extent.
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.where(flips, -w, w) / width
+    theta[:, 0, 2] = (2 * left + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre size x size square of every image, as a view: a memory-mapped image is read only
+    when a batch is gathered from it."""
+    h, w = images.shape[2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, :, top : top + size, left : left + size]
 
 
 def random_crop(images: torch.Tensor, offsets: torch.Tensor, padding: int) -> torch.Tensor:
@@ -78,14 +156,33 @@ def batches(
     batch_size: int,
     plan: EpochPlan | None = None,
     drop_last: bool = False,
+    rank: int = 0,
+    ranks: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches; with a plan, shuffled and augmented by it."""
-    n = len(labels)
-    order = plan.order if plan is not None else torch.arange(n)
+    """Yield (uint8 images, labels) batches; with a plan, shuffled and augmented by it. Data-parallel,
+    each of ``ranks`` processes gathers only its contiguous slice (``rank``) of every global batch."""
+    order = plan.order if plan is not None else torch.arange(len(labels))
+    n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
+        if ranks > 1:
+            part = len(idx) // ranks
+            idx = idx[rank * part : (rank + 1) * part]
         x = images[idx]
-        if plan is not None:
+        if plan is not None and plan.boxes is not None:
+            x = resized_crop(x, plan.boxes[idx], plan.flips[idx], plan.size)  # type: ignore[arg-type]
+        elif plan is not None:
             x = hflip(random_crop(x, plan.offsets[idx], plan.padding), plan.flips[idx])
         yield x, labels[idx]
+
+
+def prefetched(items: Iterable[T]) -> Iterator[T]:
+    """The items, each prepared by a background thread while the one before is used: a batch is
+    gathered (from a memory-mapped store, page by page) and augmented during the previous step."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, iterator, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, iterator, _END)
+            yield item  # type: ignore[misc]

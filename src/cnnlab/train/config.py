@@ -14,6 +14,9 @@ from .schedule import scaled_lr
 
 RECIPES = ("default", "paper")  # --recipe: the model's default recipe, or its paper's
 
+CROPS = ("auto", "pad", "resized")  # --crop: see loop._resized_crop_side
+RESIZED_MIN_SIDE = 96  # "auto" takes random resized crops of images at least this large
+CROP_FRACTION = 0.875  # the crop's side over the stored side: ImageNet's 224 of 256
 DEFAULT_MODEL = "resnet20"
 MAX_SIDE = 2**16  # pixels: larger images are no photographs a CNN of this course takes
 
@@ -47,6 +50,7 @@ class TrainConfig:
     warmup_factor: float | None = None
     from_recipe: list[str] = field(default_factory=list)  # set by fit: the fields the recipe filled
     padding: int | None = None  # random-crop padding; None: an eighth of the side (0 for linear)
+    crop: str = "auto"  # CROPS: random resized crops (ImageNet's) of large images, padded crops otherwise
     seed: int = 0
     out: str | None = None
     precision: str = "auto"
@@ -94,6 +98,8 @@ class TrainConfig:
         self._check_schedule()
 
     def _check_schedule(self) -> None:
+        if self.crop not in CROPS:
+            raise CnnlabError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
         if self.recipe not in RECIPES:
             raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.milestones is not None:

@@ -78,12 +78,6 @@ def local_batch(batch_size: int, world: World) -> int:
     return batch_size // world.size
 
 
-def shard(x: torch.Tensor, world: World) -> torch.Tensor:
-    """This rank's contiguous slice of a global batch."""
-    n = len(x) // world.size
-    return x[world.rank * n : (world.rank + 1) * n]
-
-
 def all_sum(values: list[float], world: World, device: torch.device) -> list[float]:
     """Element-wise sums over the ranks (for the logged loss and accuracy)."""
     if not world.distributed:

@@ -11,12 +11,12 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ..data.augment import EpochPlan, Normalize, batches
+from ..data.augment import EpochPlan, Normalize, batches, prefetched
 from ..data.base import Dataset
 from ..errors import CnnlabError
 from ..loss import AUX_WEIGHT, classification_loss
 from ..runtime import autocast
-from .distributed import SINGLE_PROCESS, World, all_sum, shard
+from .distributed import SINGLE_PROCESS, World, all_sum
 from .progress import TrainProgress
 
 T = TypeVar("T")
@@ -75,12 +75,14 @@ def train_epoch(
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     data_clock = Stopwatch()
+    images, labels = data.train_images, data.train_labels
+    local = batches(images, labels, batch_size, plan, drop_last=True, rank=world.rank, ranks=world.size)
     prepared = (
         (
-            normalize(shard(x, world).to(device, non_blocking=True)).contiguous(memory_format=memory_format),
-            shard(y, world).to(device, non_blocking=True),
+            normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format),
+            y.to(device, non_blocking=True),
         )
-        for x, y in batches(data.train_images, data.train_labels, batch_size, plan, drop_last=True)
+        for x, y in prefetched(local)
     )
     for step, (x, y) in enumerate(data_clock.timed(prepared)):
         with autocast(device, dtype):

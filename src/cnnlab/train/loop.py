@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import data as datasets
 from .. import rundir
-from ..data.augment import Normalize, plan_epoch
+from ..data.augment import Normalize, centre_crop, plan_epoch
 from ..data.base import Dataset
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
@@ -29,7 +29,7 @@ from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
 from . import finetune
-from .config import DEFAULT_MODEL, RECIPE_FIELDS, TrainConfig, apply_recipe
+from .config import CROP_FRACTION, DEFAULT_MODEL, RECIPE_FIELDS, RESIZED_MIN_SIDE, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
@@ -73,8 +73,9 @@ def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: boo
         raise RunDirError(f"{run} has finished training already; nothing to resume")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     # A run keeps its own settings, never the model's recipe of today: one from before recipes existed
-    # trained with what is now the common recipe, so its missing fields take that one's values.
-    train = {name: getattr(DEFAULT_RECIPE, name) for name in RECIPE_FIELDS} | saved.train
+    # trained with what is now the common recipe, so its missing fields take that one's values; one
+    # from before --crop, with padded crops.
+    train = {name: getattr(DEFAULT_RECIPE, name) for name in RECIPE_FIELDS} | {"crop": "pad"} | saved.train
     config = TrainConfig(**{k: v for k, v in train.items() if k in fields})
     config.out = str(run)
     return fit(config, live=live, quiet=quiet, resuming=True)
@@ -124,6 +125,7 @@ class Session:
     opt: Optimization | None  # None: a non-parametric model (k-NN) that indexes its training set
     epochs: int
     padding: int
+    crop_side: int | None  # random resized crops of this side, and the centre crop to evaluate; None: padded
     steps_per_epoch: int
     init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
     notes: list[str] = field(default_factory=list)  # what was decided for the user, said once
@@ -139,7 +141,15 @@ class Session:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return (self.data.in_chans, *self.data.image_size)
+        return _input_size(self.data, self.crop_side)
+
+    @property
+    def test_images(self) -> torch.Tensor:
+        return centre_crop(self.data.test_images, self.crop_side) if self.crop_side else self.data.test_images
+
+
+def _input_size(data: Dataset, crop_side: int | None) -> tuple[int, int, int]:
+    return (data.in_chans, crop_side, crop_side) if crop_side else (data.in_chans, *data.image_size)
 
 
 def _fit(
@@ -175,7 +185,7 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     local_batch(config.batch_size, world)
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
-    data, notes = _load_data(config)
+    data, notes, resized_up = _load_data(config)
     if config.recipe == "paper":
         notes += _paper_notes(config, data)
     torch.manual_seed(config.seed)
@@ -187,7 +197,8 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    check_input(model, config.model, (data.in_chans, *data.image_size), device)
+    crop_side = _resized_crop_side(config, data, model, resized_up, notes)
+    check_input(model, config.model, _input_size(data, crop_side), device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     if not resuming:
         rundir.check_new_run_dir(run_dir)
@@ -205,6 +216,7 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     # Random crops teach translation invariance; a model without it (one weight per pixel) only loses.
     crops = getattr(model, "translation_invariant", True)
     padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8) * crops
+    padding = 0 if crop_side else padding
     steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
     # Storing the training set twice would change nothing.
     epochs = 1 if nonparametric else _epochs(config, steps_per_epoch, notes)
@@ -212,21 +224,25 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
         config=config, world=world, device=device, dtype=dtype, data=data, model=model, trained=model,
         memory_format=memory_format, run_dir=run_dir, normalize=Normalize(data.mean, data.std).to(device),
         opt=None if nonparametric else _optimization(model, config, epochs, steps_per_epoch, dtype, device),
-        epochs=epochs, padding=padding, steps_per_epoch=steps_per_epoch, init=init, notes=notes,
+        epochs=epochs, padding=padding, crop_side=crop_side, steps_per_epoch=steps_per_epoch, init=init,
+        notes=notes,
     )  # fmt: skip
 
 
-def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
+def _load_data(config: TrainConfig) -> tuple[Dataset, list[str], bool]:
     """The dataset as the model takes it: images smaller than its minimum side are resized up to it
-    (an explicit --image-size wins), and flipped or not as --hflip says; a line for each change."""
+    (an explicit --image-size wins), and flipped or not as --hflip says; a line for each change, and
+    whether the images were resized up."""
     data = datasets.load(
         config.data,
         root=config.data_root,
         download=config.download,
         image_size=config.image_size,
         strict=config.strict,
+        cache=True,
     )
-    notes = []
+    notes: list[str] = []
+    resized_up = False
     if config.image_size is None:
         with torch.device("meta"):  # its minimum side only: no memory, no initialization
             probe = create_model(
@@ -245,9 +261,42 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, list[str]]:
                 config.from_recipe.append("image_size")
             config.image_size = side  # recorded in config.json: a resumed run and `eval` resize alike
             data = datasets.resize(data, side)
+            resized_up = True
     if config.hflip is not None:
         data = dataclasses.replace(data, hflip=config.hflip)
-    return data, notes
+    return data, notes, resized_up
+
+
+def _resized_crop_side(
+    config: TrainConfig, data: Dataset, model: nn.Module, resized: bool, notes: list[str]
+) -> int | None:
+    """The side of random resized crops, where the run takes them: ``--crop resized``, or ``auto`` on
+    the images of a store, or of a folder kept at its own size, of at least RESIZED_MIN_SIDE pixels:
+    images resized by the run (up to the model's size, or to --image-size) may have no detail to crop
+    into. Never for k-NN or a model without translation invariance. ImageNet crops 224 from images
+    resized to 256: the same 0.875 of the stored side, in multiples of 8."""
+    side = min(data.image_size)
+    kind = datasets.source_kind(config.data)
+    if config.crop == "resized" and kind not in ("store", "folder"):
+        raise CnnlabError(
+            f"--crop resized takes crops of images larger than the model's input, and {config.data}'s are "
+            "small: train on an image folder or a store (cnnlab data pack --size) instead"
+        )
+    own_size = not resized and (kind == "store" or config.image_size is None)
+    auto = config.crop == "auto" and kind in ("store", "folder") and own_size and side >= RESIZED_MIN_SIDE
+    if not (config.crop == "resized" or auto):
+        return None
+    if getattr(model, "is_nonparametric", False) or not getattr(model, "translation_invariant", True):
+        if config.crop == "resized":
+            notes.append(f"--crop resized does not apply to {config.model}: it trains on whole images")
+        return None
+    crop = min(side, max(min_input_size(model), int(CROP_FRACTION * side / 8 + 0.5) * 8))
+    size = "x".join(map(str, data.image_size))
+    notes.append(
+        f"random resized crops of the {size} images at {crop}x{crop}, evaluated on the centre "
+        f"{crop}x{crop} (--crop pad trains on padded crops at {size})"
+    )
+    return crop
 
 
 def _paper_notes(config: TrainConfig, data: Dataset) -> list[str]:
@@ -326,7 +375,8 @@ def _run_config(s: Session) -> RunConfig:
         params=s.params,
         data=DataInfo(name=d.name, source=str(c.data), classes=d.classes, mean=list(d.mean),
                       std=list(d.std), input_size=list(s.input_size), hflip=d.hflip,
-                      train_size=len(d.train_labels), test_size=len(d.test_labels)),
+                      train_size=len(d.train_labels), test_size=len(d.test_labels),
+                      resize_size=min(d.image_size) if s.crop_side else None),
         train={**asdict(c), "epochs": s.epochs, "padding": s.padding},
         device=str(s.device), precision=precision_name(s.dtype),
         channels_last=s.memory_format == torch.channels_last, torch=torch.__version__,
@@ -360,7 +410,8 @@ def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
             s.model, s.data, s.normalize, s.config.batch_size, s.device, progress
         )
     else:
-        plan = plan_epoch(n, s.config.seed, epoch, s.padding, s.data.hflip)
+        resized = (*s.data.image_size, s.crop_side) if s.crop_side else None
+        plan = plan_epoch(n, s.config.seed, epoch, s.padding, s.data.hflip, resized=resized)  # type: ignore[arg-type]
         loss, acc, seen, data_seconds = train_epoch(
             s.trained, s.data, plan, s.normalize, s.opt, s.config.batch_size, s.config.label_smoothing or 0.0,
             s.device, s.dtype, progress, epoch, s.memory_format, s.world,
@@ -368,7 +419,7 @@ def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
     train_seconds = time.perf_counter() - start
     # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
     test = evaluate(
-        s.kept, s.data.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
+        s.kept, s.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
     )
     return {
         "epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test["loss"],
