@@ -49,7 +49,7 @@ def _dataset_for_run(
             source, root=root, download=False, image_size=config.train.get("image_size"), cache=True
         )
         dataset = datasets.centre_cropped(stored, side)
-    else:
+    else:  # a folder through the cache, as training reads it: one larger than the memory is mapped
         dataset = datasets.load(
             source,
             root=root,
@@ -57,6 +57,7 @@ def _dataset_for_run(
             image_size=side,
             resize_side=resize_side,
             interpolation=interpolation,
+            cache=True,
         )
     got = [dataset.in_chans, *dataset.image_size]
     if got != size:
