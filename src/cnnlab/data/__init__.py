@@ -84,7 +84,7 @@ def load(
     """Load a dataset by name (``mnist5k``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``)
     or by path (an image folder, a packed store, a CIFAR archive or folder, a folder of MNIST IDX
     files). A store is memory-mapped (store.py); with ``cache`` an image folder is packed once into
-    a store under ``root`` and mapped from then on (pack.py), else decoded into memory.
+    a store under ``root`` and mapped from then on (cache.py), else decoded into memory.
 
     ``resize_side`` and ``interpolation`` read an image folder as ImageNet models are evaluated:
     shorter side to ``resize_side``, then the centre ``image_size`` square (see ``load_folder``).
@@ -124,6 +124,8 @@ def _format(path: Path) -> str:
         if path.name.startswith("cifar-10"):
             return "cifar10"
         raise DataError(f"{path} is a file cnnlab cannot read as a dataset: give a folder or a CIFAR archive")
+    if not path.is_dir():  # a device or a socket: load_folder refuses it in its own words
+        return "folder"
     names = {p.name for p in path.iterdir()}
     # A manifest.json alone is no store: many datasets ship one beside their class folders.
     if MANIFEST in names and any(n.endswith(".u8") for n in names):
