@@ -311,12 +311,30 @@ def test_large_images_train_on_random_resized_crops_and_eval_takes_their_centre(
     out = cli("eval", str(run), "--backend", "torch", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["test_acc"] == json.loads((run / "result.json").read_text())["test_acc"]
-    for flags, size in ((["--crop", "pad"], [3, 96, 112]), (["--image-size", "96"], [3, 96, 96])):
-        out = cli("train", *args, *flags, "--out", str(tmp_path / flags[0]))  # neither crops
-        assert out.returncode == 0, out.stderr
-        assert json.loads((tmp_path / flags[0] / "config.json").read_text())["data"]["input_size"] == size
-    out = cli("train", *args, "--model", "knn", "--out", str(tmp_path / "knn"))  # whole images for k-NN
-    assert out.returncode == 0 and "random resized" not in out.stdout, out.stderr
+
+
+def test_which_runs_take_random_resized_crops(folder):
+    """auto: a folder or a store at its own size of 96 px or more, for a model that crops; resized:
+    asked for, but never of the small named datasets."""
+    from cnnlab.data.base import Dataset
+    from cnnlab.errors import CnnlabError
+    from cnnlab.models import create_model
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import _resized_crop_side
+
+    def side(height: int = 96, model: str = "simple_cnn", resized: bool = False, **config) -> int | None:
+        images = torch.zeros(2, 3, height, height + 16, dtype=torch.uint8)
+        data = Dataset("d", images, torch.tensor([0, 1]), images, torch.tensor([0, 1]), classes=["a", "b"])
+        run = TrainConfig(model=model, **{"data": str(folder), **config})
+        return _resized_crop_side(run, data, create_model(model, num_classes=2), resized, [])
+
+    assert side() == 88 and side(146) == 128 and side(256) == 224  # 0.875 of the side, in eights
+    assert side(88) is None and side(crop="pad") is None
+    assert side(image_size=96) is None and side(resized=True) is None  # images the run resized
+    assert side(image_size=96, crop="resized") == 88 and side(88, crop="resized") == 80
+    assert side(model="knn") is None and side(model="linear", crop="resized") is None
+    with pytest.raises(CnnlabError, match="--crop resized"):
+        side(data="mnist5k", crop="resized")
 
 
 def test_a_store_larger_than_the_memory_is_mapped(tmp_path):
