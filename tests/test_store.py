@@ -202,6 +202,9 @@ def test_the_command_line_packs_describes_and_verifies(cli, folder, tmp_path):
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     out = cli("data", "pack", str(folder), "--out", str(tmp_path / "s"))
     assert out.returncode == 2 and "exists already" in out.stderr
+    (tmp_path / "a-file").write_text("")
+    out = cli("data", "pack", str(folder), "--out", str(tmp_path / "a-file" / "s"))
+    assert out.returncode == 2 and "cannot write the store" in out.stderr and out.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

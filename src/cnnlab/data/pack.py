@@ -41,8 +41,8 @@ CHUNK = 256  # images a worker decodes per task: enough that handing out tasks c
 MIN_PER_WORKER = 2048  # fewer images a worker would decode start no process: one is decoded here
 TEST_FRACTION = 0.2  # load_folder's: a folder without a test split is split the same way
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# --out under a folder one may not write, under a file, or taken by another pack meanwhile.
-NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY)
+# --out under a folder one may not write or create, or under a file.
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOENT)
 
 
 class NoSpaceError(DataError):
@@ -364,14 +364,19 @@ def _partial(out: Path) -> Iterator[Path]:
     pack that was killed are removed by the next one."""
     if out.exists():
         raise DataError(f"{out} exists already: remove it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.parent / f".{out.name}.partial-{socket.gethostname()}-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+    except OSError as e:  # under a folder one may not write, or under a file
+        if e.errno not in NOT_WRITABLE:
+            raise
+        raise DataError(f"cannot write the store {out}: {e.strerror}") from None
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         host, _, pid = stale.name.split(".partial-", 1)[1].rpartition("-")
         if pid.isdigit() and not _alive(host, int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    partial = out.parent / f".{out.name}.partial-{socket.gethostname()}-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
     try:
         yield partial
     except BaseException:
@@ -386,7 +391,12 @@ def _publish(partial: Path, manifest: Manifest, out: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(partial)
-    os.rename(partial, out)
+    try:
+        os.rename(partial, out)
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise DataError(f"{out} was written by another pack meanwhile; this one is dropped") from None
     _fsync_dir(out.parent)
 
 
@@ -429,11 +439,9 @@ def pack(
                 manifest = _pack_dataset(data, str(source), partial)
             _publish(partial, manifest, target)
     except OSError as e:
-        if e.errno in NO_SPACE:
-            raise NoSpaceError(f"the disk of {target} is full ({e.strerror}); nothing was written") from None
-        if e.errno in NOT_WRITABLE:
-            raise DataError(f"cannot write the store {target}: {e.strerror}") from None
-        raise
+        if e.errno not in NO_SPACE:
+            raise
+        raise NoSpaceError(f"the disk of {target} is full ({e.strerror}); nothing was written") from None
     seconds = time.perf_counter() - started
     images = sum(s.count for s in manifest.splits.values())
     return {
