@@ -2,13 +2,15 @@
 and docs/papers.md from the papers' recipes registered beside the models.
 
 Run as ``python benchmarks/render.py`` (``make results``) to write both pages, or with ``--check`` to exit
-with status 1 when a page differs from its render. results.md needs the standard library only;
-papers.md (``render_papers.py``) imports cnnlab, from this checkout's ``src``. The inputs are every
+with status 1 when a page differs from its render. Both import cnnlab, from this checkout's
+``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
 ``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``,
 ``data_store.py``) and every
-``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``). A file of a shape this module
-does not know is an error, so a new kind of result gets its table rather than being left off the page.
+``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``), and every
+``docs/experiments/NAME.json`` an experiment wrote (``render_experiments.py``, which imports cnnlab's
+formatter). A file of a shape this module does not know is an error, so a new kind of result gets its
+table rather than being left off the page.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from render_analyses import ANALYSES
+from render_experiments import EXPERIMENTS_DIR, render_experiments
 from render_format import Json, count, num, pct, table
 from render_papers import render_papers
 
@@ -314,14 +317,19 @@ HEADER = """# Results
 
 Every number on this page is rendered from a JSON file that a command wrote: `benchmarks/results/`
 holds the benchmarks (`benchmarks/README.md` gives the command behind each file), `docs/figures/` the
-analyses' numbers beside their figures. Regenerate the page with `make results`
-(`python benchmarks/render.py`); `tests/test_results.py` fails when it differs from the render, so
-edit the JSON's producer, never this page."""
+analyses' numbers beside their figures, `docs/experiments/` the experiments'. Regenerate the page with
+`make results` (`python benchmarks/render.py`); `tests/test_results.py` fails when it differs from the
+render, so edit the JSON's producer, never this page."""
 
 BENCH_NOTE = """Images/s, GFLOP/s and utilization are `cnnlab bench`'s (`benchmarks/README.md` says how it
 measures them). The ceiling is the probe each row was divided by: a row that records its probe names
 the winning product and its shape; older rows were divided by an earlier, smaller probe (the median of
 1024x1024 matrix products), so their utilization is not comparable with the newer rows'."""
+
+
+CLAIMS_NOTE = """Each claim is measured by `cnnlab experiment NAME` over seeds, every arm under the same
+budget. Two arms are told apart only when their ranges over the seeds do not overlap; a difference
+inside the seed-to-seed spread is "cannot tell" (`cnnlab.experiments.claims`)."""
 
 
 def render(root: Path = ROOT) -> str:
@@ -331,11 +339,17 @@ def render(root: Path = ROOT) -> str:
     unknown = sorted(set(figures) - set(ANALYSES))
     if unknown:
         raise ValueError(f"no renderer for docs/figures/{unknown[0]}.json")
-    parts = [HEADER, "## Machines", machines({**results, **{f"{n}.json": d for n, d in figures.items()}})]
+    experiments = {
+        p.stem: load(root, EXPERIMENTS_DIR / p.name) for p in sorted((root / EXPERIMENTS_DIR).glob("*.json"))
+    }
+    recorded = {**results, **{f"{n}.json": d for n, d in {**figures, **experiments}.items()}}
+    parts = [HEADER, "## Machines", machines(recorded)]
     parts += ["## Benchmarks", BENCH_NOTE]
     for name, data in results.items():
         title, renderer = result_kind(data)
         parts += [f"### {title}: `{name}`", renderer(data)]
+    if experiments:
+        parts += ["## The course's claims, measured", CLAIMS_NOTE, *render_experiments(experiments)]
     parts.append("## Analyses")
     for name, (title, renderer) in ANALYSES.items():
         if name in figures:

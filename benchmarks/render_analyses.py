@@ -116,24 +116,6 @@ def compare(d: Json) -> str:
     return head + table(header, rows)
 
 
-def degradation(d: Json) -> str:
-    rows = [
-        [
-            name,
-            r["depth"],
-            r["kind"],
-            pct(d["final_train_error"][name], 2),
-            pct(d["final_test_error"][name], 2),
-            num(r["train_time_s"]),
-        ]
-        for name, r in d["runs"].items()
-    ]
-    head = f"{d['epochs']} epochs on {d['data']}, seed {d['seed']}.\n\n"
-    return head + table(
-        ["run", "depth", "kind", "final training error", "final test error", "training s"], rows
-    )
-
-
 def _median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
@@ -217,7 +199,6 @@ ANALYSES: dict[str, tuple[str, Callable[[Json], str]]] = {
     "knn": ("k-nearest neighbours (`cnnlab analyze knn`)", knn),
     "se": ("SE excitations per class (`cnnlab analyze se`)", se),
     "compare": ("Cost against accuracy (`cnnlab compare --train`)", compare),
-    "degradation": ("Plain against residual depth (`cnnlab experiment degradation`)", degradation),
     "paths": ("ResNet as an ensemble of paths (`cnnlab analyze paths`)", paths),
     "offsets": ("Deformable sampling points (`cnnlab analyze offsets`)", offsets),
 }

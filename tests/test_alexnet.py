@@ -192,3 +192,18 @@ def test_lrn_matches_the_paper_formula_and_torch(channels, n, alpha, beta, k):
     assert torch.allclose(ours, lrn_from_the_paper(a, n, alpha, beta, k), rtol=1e-10, atol=1e-12)
     assert torch.allclose(ours, nn.LocalResponseNorm(n, alpha=alpha, beta=beta, k=k)(a), rtol=1e-10)
     assert not torch.allclose(ours, a / k**beta, rtol=1e-6)  # the sum of squares did change it
+
+
+def test_batchnorm_in_place_of_lrn():
+    with torch.device("meta"):
+        model = cnnlab.create_model("alexnet", bn=True)
+    kinds = [type(m).__name__ for m in model.features]
+    # after the ReLU of conv1 and conv2, before their pooling: where alexnet_paper has LRN
+    assert kinds[:8] == ["Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d"] * 2
+    assert kinds.count("BatchNorm2d") == 2 and "LocalResponseNorm" not in kinds
+    assert num_params("alexnet", bn=True) - num_params("alexnet") == 2 * (64 + 192)  # scale and shift
+    assert num_params("alexnet", lrn=True) == num_params("alexnet")
+    with pytest.raises(CnnlabError, match="lrn and bn"):
+        cnnlab.create_model("alexnet", lrn=True, bn=True)
+    with pytest.raises(CnnlabError, match="lrn and bn"):
+        cnnlab.create_model("alexnet_paper", bn=True)  # the paper's has LRN already

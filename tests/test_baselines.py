@@ -252,3 +252,49 @@ def test_simple_cnn_has_lenets_5x5_maps_on_digits_and_a_minimum():
     assert x.shape == (1, 16, 5, 5)  # S4 of the paper: the adaptive pool is the identity here
     with pytest.raises(InputSizeError, match="12x12"):
         model(torch.randn(1, 1, 11, 11))
+
+
+def test_simple_cnn_default_keeps_its_layers_and_names():
+    model = cnnlab.create_model("simple_cnn", num_classes=10, in_chans=1)
+    assert [k for k in model.state_dict() if k.startswith("conv")] == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"
+    ]  # fmt: skip
+    assert model.conv1.kernel_size == model.conv2.kernel_size == (5, 5)
+    assert (model.conv1.padding, model.conv2.padding) == ((2, 2), (0, 0))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stack", "convs", "params"),
+    [
+        # conv1 1*6*49+6 = 300, conv2 6*16*49+16 = 4,720; the rest as the 5x5 network: 59,134
+        (7, False, 1, 300 + 4_720 + 59_134),
+        # conv1 (1*6*9+6) + (6*6*9+6) = 390, conv2 (6*16*9+16) + (16*16*9+16) = 3,200
+        (5, True, 2, 390 + 3_200 + 59_134),
+        # a third 3x3 in each: + (6*6*9+6) = 330 and + (16*16*9+16) = 2,320
+        (7, True, 3, 390 + 330 + 3_200 + 2_320 + 59_134),
+        (3, True, 1, (1 * 6 * 9 + 6) + (6 * 16 * 9 + 16) + 59_134),  # a stack of one: the plain 3x3
+    ],
+)
+def test_simple_cnn_kernel_and_stack(kernel, stack, convs, params):
+    model = cnnlab.create_model("simple_cnn", num_classes=10, in_chans=1, kernel=kernel, stack=stack).eval()
+    assert num_params("simple_cnn", num_classes=10, in_chans=1, kernel=kernel, stack=stack) == params
+    for conv in (model.conv1, model.conv2):
+        layers = list(conv) if isinstance(conv, torch.nn.Sequential) else [conv]
+        assert [type(m).__name__ for m in layers] == ["Conv2d", "ReLU"] * (convs - 1) + ["Conv2d"]
+        assert all(m.kernel_size == ((3, 3) if stack else (kernel, kernel)) for m in layers[::2])
+    assert model.min_input_size == 2 * (kernel + 1)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        after_conv1 = model.conv1(x)
+        after_conv2 = model.conv2(model.pool(model.relu(after_conv1)))
+        assert model(torch.randn(2, 1, model.min_input_size, model.min_input_size)).shape == (2, 10)
+    assert after_conv1.shape[-2:] == (28, 28)  # 'same'
+    assert after_conv2.shape[-2:] == (14 - (kernel - 1),) * 2  # unpadded: the kernel's shrinkage
+    with pytest.raises(InputSizeError):
+        model(torch.randn(1, 1, model.min_input_size - 1, model.min_input_size - 1))
+
+
+@pytest.mark.parametrize("kernel", [4, 1])
+def test_simple_cnn_refuses_an_even_or_too_small_kernel(kernel):
+    with pytest.raises(CnnlabError, match="odd and at least 3"):
+        cnnlab.create_model("simple_cnn", kernel=kernel)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab import create_model
-from cnnlab.analysis.degradation import degradation
 from cnnlab.analysis.paths import (
     analyze_paths,
     gradient_per_path_length,
@@ -18,6 +17,8 @@ from cnnlab.analysis.paths import (
     single_path_backward,
 )
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments import degradation
+from cnnlab.experiments.arms import make_setup
 from cnnlab.models.resnet import BasicBlock, ResNet
 
 
@@ -90,10 +91,10 @@ def test_gradient_per_path_length_counts_every_length():
 
 @pytest.fixture(scope="module")
 def twins(tiny_digits, tmp_path_factory):
-    """A residual and a plain network of depth 20, trained on the same few digits."""
+    """Residual and plain networks of depths 20 and 32, trained on the same few digits, one seed."""
     out = tmp_path_factory.mktemp("degradation")
-    result = degradation(str(tiny_digits), depths=[20, 32], epochs=2, out_dir=out, quiet=True)
-    return out, result
+    setup = make_setup(out, data=str(tiny_digits), seeds=[0], epochs=2, live=False, quiet=True)
+    return out, degradation.run(setup, depths=[20, 32])
 
 
 @pytest.mark.slow
@@ -101,29 +102,31 @@ def test_degradation_trains_every_twin_and_states_the_claim(twins):
     out, r = twins
     assert list(r["runs"]) == ["plain20", "resnet20", "plain32", "resnet32"]
     for name, run in r["runs"].items():
-        assert len(run["train_error"]) == len(run["test_error"]) == 2
-        assert (out / "runs" / name / "result.json").is_file()
-    final = {name: run["train_error"][-1] for name, run in r["runs"].items()}
-    assert r["deeper_plain_higher_train_error"] == (final["plain32"] > final["plain20"])
-    assert r["deeper_residual_not_higher_train_error"] == (final["resnet32"] <= final["resnet20"])
-    assert json.loads((out / "degradation.json").read_text())["runs"] == r["runs"]
+        assert [len(c) for c in run["curves"]["train_acc"]] == [2]
+        assert (out / "runs" / name / "seed-0" / "result.json").is_file()
+    error = {row["arm"]: row["train_error"] for row in r["arms"]}
+    final = {name: 1 - run["curves"]["train_acc"][0][-1] for name, run in r["runs"].items()}
+    assert {name: e["values"] for name, e in error.items()} == {name: [v] for name, v in final.items()}
+    # One seed: every difference tells, so each half is supported or contradicted by the numbers.
+    plain, residual = r["findings"]
+    assert plain["verdict"] == ("supports" if final["plain32"] > final["plain20"] else "contradicts")
+    assert residual["verdict"] == ("supports" if final["resnet32"] <= final["resnet20"] else "contradicts")
+    assert json.loads((out / "degradation.json").read_text())["arms"] == r["arms"]
     assert (out / "degradation.png").stat().st_size > 10_000
 
 
-def test_degradation_refuses_depths_without_twins(tmp_path):
+def test_degradation_refuses_depths_without_twins():
     with pytest.raises(CnnlabError, match="depths: 20, 32, 44, 56, 110"):
-        degradation(depths=[20, 21], out_dir=tmp_path)
+        degradation.twin_names([20, 21])
     with pytest.raises(CnnlabError, match="two increasing"):
-        degradation(depths=[56, 20], out_dir=tmp_path)
+        degradation.twin_names([56, 20])
 
 
 @pytest.mark.slow
 def test_lesion_study_of_trained_twins(twins, tmp_path):
     out, _ = twins
-    r = analyze_paths(
-        str(out / "runs" / "resnet20"), plain=str(out / "runs" / "plain20"), out_dir=tmp_path,
-        samples=1, lesion_samples=2,
-    )  # fmt: skip
+    residual, plain = (str(out / "runs" / name / "seed-0") for name in ("resnet20", "plain20"))
+    r = analyze_paths(residual, plain=plain, out_dir=tmp_path, samples=1, lesion_samples=2)
     les = r["lesion"]
     assert [s["block"] for s in les["single"]] == [f"layer{i}.{j}" for i in (1, 2, 3) for j in range(3)]
     assert [s["downsampling"] for s in les["single"]] == [False] * 3 + [True, False, False] * 2
@@ -138,7 +141,8 @@ def test_lesion_study_of_trained_twins(twins, tmp_path):
 @pytest.mark.slow
 def test_analyze_paths_from_the_command_line(cli, twins, tmp_path):
     out, _ = twins
-    proc = cli("analyze", "paths", str(out / "runs" / "resnet20"), "--plain", str(out / "runs" / "plain20"),
+    residual, plain = (str(out / "runs" / name / "seed-0") for name in ("resnet20", "plain20"))
+    proc = cli("analyze", "paths", residual, "--plain", plain,
                "--samples", "1", "--lesion-samples", "1", "--out", str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "lesion study" in proc.stdout and "plain20" in proc.stdout

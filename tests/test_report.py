@@ -181,3 +181,31 @@ def test_the_report_renders_in_a_browser(experiment, tmp_path):
     # (Tight enough that the blue of the page's own links does not count.)
     blue = (np.abs(pixels - BLUE).max(axis=-1) < 12).sum()
     assert blue > 1000, blue
+
+
+def test_an_experiment_shows_its_claim_verdict_findings_and_arms(tmp_path):
+    from cnnlab.experiments.claims import finding, spread
+
+    exp = tmp_path / "lrn"
+    exp.mkdir()
+    result = {
+        "experiment": "lrn",
+        "claim": "LRN tames <peaks>.",
+        "verdict": "cannot tell",
+        "findings": [
+            finding("LRN lowers the peak", "supports", "2.1 against 3.4"),
+            finding("LRN is as accurate as BN", "cannot tell", "98.1% against 98.3%"),
+        ],
+        "columns": [["arm", "arm", "int"], ["test_acc", "test accuracy", "pct"]],
+        "arms": [{"arm": "lrn", "test_acc": spread([0.97, 0.99])}, {"arm": "bn", "test_acc": 0.5}],
+        "setup": {"data": "mnist5k", "seeds": [0, 1]},
+    }
+    (exp / "lrn.json").write_text(json.dumps(result))
+    _png(exp / "lrn.png", "lrn")
+    build_report([exp], out=tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "Claim: LRN tames &lt;peaks&gt;." in page
+    assert 'class="verdict unsure">Verdict: cannot tell: the arms differ' in page
+    assert '<b class="yes">supports</b>: LRN lowers the peak' in page and "(2.1 against 3.4)" in page
+    assert "98.00 ± 1.41%" in page and "50.00%" in page and "seeds 0, 1" in page
+    assert "Also in lrn.json" not in page  # not the generic tables of an analysis

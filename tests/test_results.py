@@ -53,7 +53,7 @@ def test_a_changed_paper_recipe_changes_the_papers_page(monkeypatch):
 
 @pytest.fixture
 def copy_of_the_json(tmp_path: Path) -> Path:
-    for rel in (render.RESULTS, render.FIGURES):
+    for rel in (render.RESULTS, render.FIGURES, render.EXPERIMENTS_DIR):
         shutil.copytree(ROOT / rel, tmp_path / rel, ignore=shutil.ignore_patterns("*.png"))
     return tmp_path
 
@@ -74,6 +74,16 @@ def test_an_analysis_number_reaches_the_page_too(copy_of_the_json: Path):
     data["fit"]["r2"] = 0.95
     path.write_text(json.dumps(data))
     assert "| 0.95 |" in render.render(copy_of_the_json) and "| 0.95 |" not in render.render(ROOT)
+
+
+def test_an_experiments_verdict_and_numbers_reach_the_page(copy_of_the_json: Path):
+    path = copy_of_the_json / render.EXPERIMENTS_DIR / "templates.json"
+    data = json.loads(path.read_text())
+    data["verdict"], data["findings"][0]["evidence"] = "contradicts", "0.123 against 0.456"
+    path.write_text(json.dumps(data))
+    page, original = render.render(copy_of_the_json), render.render(ROOT)
+    assert "0.123 against 0.456" in page and "0.123 against 0.456" not in original
+    assert page.count("contradicts the claim") == original.count("contradicts the claim") + 1
 
 
 def test_a_result_of_an_unknown_shape_is_an_error(copy_of_the_json: Path):

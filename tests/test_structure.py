@@ -14,8 +14,8 @@ import pytest
 import cnnlab
 
 PACKAGE = Path(cnnlab.__file__).parent
-# The modules allowed to import the trainer: the train verb and the analyses that train models.
-TRAINING_USERS = {"cli/train.py", "analysis/compare.py", "analysis/degradation.py"}
+# The modules allowed to import the trainer: the train verb, compare --train and the experiments' arms.
+TRAINING_USERS = {"cli/train.py", "analysis/compare.py", "experiments/arms.py"}
 HEAVY = ("cnnlab.train", "rich", "torch.nn.parallel", "torch.distributed")
 
 
@@ -61,4 +61,4 @@ def test_only_training_code_imports_the_trainer():
         if p.parent.name != "train" and _imports_trainer(p)
     }
     assert users <= TRAINING_USERS
-    assert _imports_trainer(PACKAGE / "analysis" / "degradation.py")  # the check finds a real one
+    assert _imports_trainer(PACKAGE / "experiments" / "arms.py")  # the check finds a real one

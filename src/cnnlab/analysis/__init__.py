@@ -2,12 +2,11 @@
 ``cnnlab summary``: one module each, whose entry point computes the numbers, draws the figure, writes
 ``NAME.json`` and ``NAME.png`` (``output.write_outputs``) and returns the numbers.
 
-The experiments that train (``compare`` with ``train=True``, ``degradation``) import the trainer only
-when called, so that importing this package stays light.
+``compare`` with ``train=True`` imports the trainer only when called, so that importing this package
+stays light. The experiments that test the course's claims over seeds are in ``cnnlab.experiments``.
 """
 
 from .compare import compare
-from .degradation import degradation
 from .inception import analyze_inception
 from .knn import analyze_knn
 from .offsets import analyze_offsets
@@ -28,6 +27,5 @@ __all__ = [
     "analyze_se",
     "analyze_templates",
     "compare",
-    "degradation",
     "summarize",
 ]

@@ -222,6 +222,18 @@ def analyze_paths(
     plain: str | None = None,
     data: str | None = None,
     out_dir: str | os.PathLike[str] = DEFAULT_OUT,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write paths.json and paths.png (see ``paths_study``); return the numbers."""
+    result = paths_study(source, plain, data, **options)
+    result["files"] = write_outputs(out_dir, "paths", result, plot_paths(result))
+    return result
+
+
+def paths_study(
+    source: str,
+    plain: str | None = None,
+    data: str | None = None,
     samples: int = 5,
     lesion_samples: int = 10,
     images: int = 1000,
@@ -264,7 +276,6 @@ def analyze_paths(
         study = lesion_study(twin, tds.test_images[:images], tds.test_labels[:images], tnorm, 1, max_k=0)
         result["plain"] = {"model": tname, "source": str(plain), **study}
     result["chance"] = 1 / ds.num_classes
-    result["files"] = write_outputs(out_dir, "paths", result, plot_paths(result))
     return result
 
 

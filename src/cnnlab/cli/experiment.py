@@ -1,4 +1,4 @@
-"""`cnnlab experiment WHAT`: experiments that train several models and draw what they show."""
+"""`cnnlab experiment NAME`: a claim of the course, measured over seeds, with a verdict."""
 
 from __future__ import annotations
 
@@ -8,92 +8,90 @@ from typing import Any
 from rich.table import Table
 
 from ..errors import CnnlabError
-from .common import JSON, SEED, Parser, print_files, wide_console
+from .common import JSON, Parser, print_files, seed_int, wide_console
 
 
-def parse_depths(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
     try:
-        return [int(d) for d in text.split(",")]
-    except ValueError:
-        raise CnnlabError(f"--depths takes comma-separated depths, e.g. 20,56; got {text!r}") from None
+        seeds = [seed_int(s) for s in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise CnnlabError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise CnnlabError(f"--seeds must be distinct, got {text!r}")
+    return seeds
 
 
-def run_degradation(args: argparse.Namespace) -> dict[str, Any]:
-    from ..analysis.degradation import degradation
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..experiments import experiment
+    from ..experiments.arms import make_setup
 
+    module = experiment(args.experiment)
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "precision") if getattr(args, k) is not None}
-    return degradation(
+    setup = make_setup(
+        args.out or args.experiment,
         data=args.data,
-        depths=parse_depths(args.depths),
-        epochs=args.epochs,
-        out_dir=args.out,
-        seed=args.seed,
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
+        quick=args.quick,
         data_root=args.data_root,
+        epochs=args.epochs,
         live=False if args.no_progress else None,
         quiet=args.json,
-        **options,
+        options=options,
     )
+    extra = module.options(args) if hasattr(module, "options") else {}
+    return module.run(setup, **extra)
 
 
-def show_degradation(r: dict[str, Any], args: argparse.Namespace) -> None:
-    table = Table(title=f"the degradation problem on {r['data']}: {r['epochs']} epochs, seed {r['seed']}")
-    for col in ("model", "depth", "params", "final train error", "final test error", "train time"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, run in r["runs"].items():
-        table.add_row(
-            name,
-            str(run["depth"]),
-            f"{run['params']:,}",
-            f"{100 * run['train_error'][-1]:.2f}%",
-            f"{100 * run['test_error'][-1]:.2f}%",
-            f"{run['train_time_s']:.0f}s",
-        )
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
+    from ..experiments.claims import cell, sentence
+
     console = wide_console()
+    setup = r["setup"]
+    title = f"{r['experiment']} on {setup['data']}, seeds {','.join(map(str, setup['seeds']))}"
+    table = Table(title=title)
+    columns = r["columns"]
+    for _, label, _ in columns:
+        table.add_column(label, justify="left" if label == "arm" else "right")
+    for row in r["arms"]:
+        table.add_row(*(cell(row.get(key), kind) for key, _, kind in columns))
     console.print(table)
-    console.print(
-        f"{r['compared']}: the deeper plain net ends with a higher training error: "
-        f"{'yes' if r['deeper_plain_higher_train_error'] else 'no'}; the deeper residual net does not: "
-        f"{'yes' if r['deeper_residual_not_higher_train_error'] else 'no'}",
-        highlight=False,
-    )
+    console.print(f"claim: {r['claim']}", highlight=False)
+    for f in r["findings"]:
+        console.print(f"  {f['verdict']}: {f['claim']} ({f['evidence']})", highlight=False)
+    console.print(f"verdict: {sentence(r['verdict'])} ({r['seconds']:.0f} s in all)", highlight=False)
     print_files(console, r)
 
 
 def add(sub: Any) -> None:
-    from ..analysis.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS
+    from ..experiments import EXPERIMENTS, experiment
     from ..runtime import PRECISIONS
 
     p = sub.add_parser(
         "experiment",
-        help="experiments that train several models: the degradation problem",
-        description="Each experiment trains its models into --out/runs and writes NAME.json and NAME.png.",
+        help="the course's claims, measured over seeds, each with a verdict",
+        description="Each experiment trains or measures its arms under one budget, over three seeds, and "
+        "writes NAME.json and NAME.png into --out (default ./NAME), with its runs under OUT/runs.",
     )
     experiments = p.add_subparsers(
         dest="experiment", required=True, parser_class=Parser, metavar="EXPERIMENT"
     )
-
-    a = experiments.add_parser(
-        "degradation",
-        parents=[JSON, SEED],
-        help="plain and residual twins of two depths: does the deeper plain net train worse?",
-        description="Trains plainD and resnetD for each depth D on the same data, seed and budget, and "
-        "plots training and test error per epoch (He et al. 2016, Fig. 6). Writes degradation.json "
-        "and degradation.png, and each run into OUT/runs/MODEL.",
-    )
-    # Not the DATA parent: here --data has a default of its own.
-    a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
-    a.add_argument("--data-root")
-    a.add_argument(
-        "--depths",
-        default=",".join(map(str, DEFAULT_DEPTHS)),
-        help=f"comma-separated depths of registered twins (default {','.join(map(str, DEFAULT_DEPTHS))})",
-    )
-    a.add_argument(
-        "--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per network (default {DEFAULT_EPOCHS})"
-    )
-    a.add_argument("--batch-size", type=int)
-    a.add_argument("--lr", type=float)
-    a.add_argument("--precision", choices=PRECISIONS)
-    a.add_argument("--out", default="degradation", help="output directory (default ./degradation)")
-    a.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
-    a.set_defaults(func=run_degradation, show=show_degradation)
+    for name in EXPERIMENTS:
+        module = experiment(name)
+        a = experiments.add_parser(name, parents=[JSON], help=module.HELP, description=module.CLAIM)
+        a.add_argument("--data", default="mnist5k", help="a dataset name or path (default mnist5k)")
+        a.add_argument("--data-root")
+        a.add_argument("--epochs", type=int, help="epochs of every arm (default: the experiment's budget)")
+        a.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; with --quick 0,1)")
+        a.add_argument(
+            "--quick",
+            action="store_true",
+            help="one epoch of two seeds on a few hundred digits: a smoke test",
+        )
+        a.add_argument("--batch-size", type=int)
+        a.add_argument("--lr", type=float)
+        a.add_argument("--precision", choices=PRECISIONS)
+        a.add_argument("--out", help=f"output directory (default ./{name})")
+        a.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(a)
+        a.set_defaults(func=run, show=show)

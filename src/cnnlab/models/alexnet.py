@@ -74,11 +74,12 @@ def smallest_input(convs: Sequence[tuple[int, int, int]]) -> int:
 class AlexNet(nn.Module):
     """AlexNet from its widths, conv1 geometry, groups per conv and the paper's options.
 
-    ``lrn`` inserts LocalResponseNorm after the ReLU of conv1 and conv2; ``groups[i]`` splits conv
-    i+1 into towers; ``dropout_after_fc`` puts dropout on the outputs of fc6 and fc7 (the paper)
-    rather than on their inputs (torchvision). ``init`` is ``"torch"`` (PyTorch's layer defaults, as
-    torchvision), ``"paper"`` (N(0, 0.01) weights, unit biases in conv2, conv4, conv5, fc6 and fc7)
-    or ``"kaiming"`` (He et al. 2015's N(0, 2/fan_in), zero biases).
+    ``lrn`` inserts LocalResponseNorm after the ReLU of conv1 and conv2; ``bn`` inserts BatchNorm2d in
+    the same two places instead (what later networks normalize with; one or the other, not both).
+    ``groups[i]`` splits conv i+1 into towers; ``dropout_after_fc`` puts dropout on the outputs of fc6
+    and fc7 (the paper) rather than on their inputs (torchvision). ``init`` is ``"torch"`` (PyTorch's
+    layer defaults, as torchvision), ``"paper"`` (N(0, 0.01) weights, unit biases in conv2, conv4,
+    conv5, fc6 and fc7) or ``"kaiming"`` (He et al. 2015's N(0, 2/fan_in), zero biases).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class AlexNet(nn.Module):
         conv1: tuple[int, int, int] = (11, 4, 2),
         groups: Sequence[int] = (1, 1, 1, 1, 1),
         lrn: bool = False,
+        bn: bool = False,
         dropout_after_fc: bool = False,
         init: str = "torch",
         hidden: int = 4096,
@@ -96,6 +98,8 @@ class AlexNet(nn.Module):
         default_size: int = 224,
     ) -> None:
         super().__init__()
+        if lrn and bn:
+            raise CnnlabError("alexnet: lrn and bn are two normalizations for the same place; choose one")
         convs = (conv1, *LATER_CONVS)
         layers: list[nn.Module] = []
         in_ch = in_chans
@@ -104,6 +108,8 @@ class AlexNet(nn.Module):
             layers += [conv, nn.ReLU(inplace=True)]
             if lrn and i < 2:
                 layers.append(LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+            if bn and i < 2:
+                layers.append(nn.BatchNorm2d(width))
             if i in POOL_AFTER:
                 layers.append(nn.MaxPool2d(*POOL))
             in_ch = width

@@ -319,7 +319,13 @@ class LinearClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------------
 class SimpleCNN(nn.Module):
     """LeNet-5's layout (LeCun et al. 1998) with ReLU and max pooling: conv1 (C1) 5x5 -> pool (S2) ->
-    conv2 (C3) 5x5 -> pool (S4) -> fc1 (C5) -> fc2 (F6) -> fc3 (output)."""
+    conv2 (C3) 5x5 -> pool (S4) -> fc1 (C5) -> fc2 (F6) -> fc3 (output).
+
+    ``kernel`` (odd, at least 3) is the side of both convs; ``stack`` replaces each k x k conv by
+    (k-1)/2 3x3 convs with ReLU between them (Simonyan and Zisserman 2015, Sec. 2.3): the same
+    receptive field and output size, conv1 padded to keep its input's size, conv2 unpadded. As in
+    VGG's stages, the stack's first conv sets the width and the others keep it.
+    """
 
     def __init__(
         self,
@@ -327,17 +333,22 @@ class SimpleCNN(nn.Module):
         in_chans: int = 3,
         widths: tuple[int, int] = (6, 16),
         hidden: tuple[int, int] = (120, 84),
+        kernel: int = 5,
+        stack: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 5, padding=2)  # LeNet padded 28x28 digits to 32
-        self.conv2 = nn.Conv2d(widths[0], widths[1], 5)
+        if kernel < 3 or kernel % 2 == 0:
+            raise CnnlabError(f"simple_cnn: kernel must be odd and at least 3, got {kernel}")
+        self.conv1 = _conv(in_chans, widths[0], kernel, stack, same=True)  # LeNet padded 28x28 digits to 32
+        self.conv2 = _conv(widths[0], widths[1], kernel, stack, same=False)
         self.pool = nn.MaxPool2d(2)
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d((5, 5))  # the identity at 28x28, the paper's 5x5 maps
+        self.avgpool = nn.AdaptiveAvgPool2d((5, 5))  # the identity at 28x28 with 5x5 convs: the paper's maps
         self.fc1 = nn.Linear(widths[1] * 25, hidden[0])
         self.fc2 = nn.Linear(hidden[0], hidden[1])
         self.fc3 = nn.Linear(hidden[1], num_classes)
-        self.min_input_size = 12  # 12 -> 12 -> 6 -> 2 -> 1: the smallest whose pool2 map is not empty
+        # The smallest side whose pool2 map is not empty: at 5x5, 12 -> 12 -> 6 -> 2 -> 1.
+        self.min_input_size = 2 * (kernel + 1)
         self.default_input_size = (in_chans, DEFAULT_SIZE, DEFAULT_SIZE)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,6 +358,19 @@ class SimpleCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.features(x), 1)
         return self.fc3(self.relu(self.fc2(self.relu(self.fc1(x)))))
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stack: bool, same: bool) -> nn.Module:
+    """One k x k conv, or with ``stack`` (k-1)/2 3x3 convs and ReLUs seeing the same k x k window."""
+    if not stack or kernel == 3:
+        return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2 if same else 0)
+    layers: list[nn.Module] = []
+    for i in range((kernel - 1) // 2):
+        layers += [
+            nn.Conv2d(out_ch if i else in_ch, out_ch, 3, padding=1 if same else 0),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers[:-1])  # the ReLU after the stack is the model's own
 
 
 @register

@@ -23,6 +23,11 @@ What differs from the paper: in the bottleneck the stride sits on the 3x3 conv r
 1x1 ("ResNet v1.5", as torchvision does; same parameters, better accuracy), and parameter names follow
 torchvision's (``conv1``, ``bn1``, ``layer1.0.downsample``) so its checkpoints map one to one. Weights
 use He (Kaiming) normal initialization in fan-out mode; BN starts at weight 1, bias 0.
+
+Two options exist for the initialization experiment, where the initialization alone must set the
+signal's scale: ``norm="none"`` replaces every BatchNorm by the identity, and ``weight_init`` is
+``"he"`` (the default above), ``"torch"`` (PyTorch's own layer defaults) or ``"normal"`` (N(0, 0.01)
+for every conv and FC weight, zero biases).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from torch import nn
 from ..layers import DeformConv2d, SEBlock, make_divisible, skip_on_meta
 from .recipe import Recipe
 from .registry import register
+
+WEIGHT_INITS = ("he", "torch", "normal")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, deformable: bool = False) -> nn.Module:
@@ -167,7 +174,8 @@ class ResNet(nn.Module):
     (total stride 4 with three stages). ``shortcut`` is ``"B"`` (1x1 projection where the shape
     changes), ``"A"`` (zero-padding identity) or ``"none"`` (the plain network). ``se_reduction``
     puts an SE block in every residual block; ``deform_stages`` lists the stages (1-based) whose
-    3x3 convs are deformable.
+    3x3 convs are deformable. ``norm="none"`` drops every BatchNorm; ``weight_init`` is one of
+    ``WEIGHT_INITS`` (see the module docstring).
     """
 
     def __init__(
@@ -182,10 +190,19 @@ class ResNet(nn.Module):
         se_reduction: int | None = None,
         deform_stages: tuple[int, ...] = (),
         zero_init_residual: bool = False,
+        norm: str = "batch",
+        weight_init: str = "he",
     ) -> None:
         super().__init__()
         if shortcut not in ("A", "B", "none"):
             raise ValueError(f"shortcut must be 'A', 'B' or 'none', got {shortcut!r}")
+        if norm not in ("batch", "none") or weight_init not in WEIGHT_INITS:
+            raise ValueError(
+                f"norm must be 'batch' or 'none' and weight_init one of {', '.join(WEIGHT_INITS)}; "
+                f"got {norm!r}, {weight_init!r}"
+            )
+        if norm == "none" and zero_init_residual:
+            raise ValueError("zero_init_residual zeroes a BatchNorm's scale: it needs norm='batch'")
         self.shortcut = shortcut
         self.in_ch = widths[0]
         if stem == "imagenet":
@@ -211,7 +228,12 @@ class ResNet(nn.Module):
         # The smallest input whose last feature map is still 1x1 without relying on padding alone.
         self.min_input_size = (4 if stem == "imagenet" else 1) * 2 ** (len(layers) - 1)
         self.default_input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
-        self._init_weights(zero_init_residual)
+        if norm == "none":  # swapped out after building, so that no block needs an option of its own
+            for parent in list(self.modules()):
+                for name, child in parent.named_children():
+                    if isinstance(child, nn.BatchNorm2d):
+                        setattr(parent, name, nn.Identity())
+        self._init_weights(zero_init_residual, weight_init)
 
     def _make_layer(
         self,
@@ -240,10 +262,14 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     @skip_on_meta
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, weight_init: str = "he") -> None:
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, DeformConv2d)):
+            if isinstance(m, (nn.Conv2d, DeformConv2d)) and weight_init == "he":
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.Conv2d, DeformConv2d, nn.Linear)) and weight_init == "normal":
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

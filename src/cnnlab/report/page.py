@@ -31,8 +31,6 @@ ABOUT = {
     "lengths, the lesion study and the gradient per path length.",
     "compare": "Models side by side: parameters, MACs, receptive field and measured images/s, with "
     "accuracy against MACs when trained.",
-    "degradation": "Plain and residual twins of two depths, their training and test error per epoch (He "
-    "et al. 2016, Fig. 6).",
     "offsets": "The sampling locations of a deformable model's convolutions over an image (Dai et al. 2017).",
 }
 
@@ -92,6 +90,8 @@ details { margin: 6px 0; }
 summary { cursor: pointer; color: var(--accent); font-size: 14px; }
 .note { font-size: 13px; color: var(--muted); margin: 4px 0; }
 .warn { color: #9a6700; }
+.verdict { font-weight: 600; margin: 6px 0; }
+.yes { color: #1a7f37; } .no { color: #cf222e; } .unsure { color: #9a6700; }
 footer { margin-top: 48px; font-size: 13px; color: var(--muted); border-top: 1px solid var(--line);
   padding-top: 8px; }
 @media (max-width: 640px) {
@@ -239,12 +239,17 @@ def _analysis_section(i: int, a: Analysis) -> str:
         f'<h2><span>{escape(a.name)}</span><span class="path">{escape(str(a.path / a.name))}.json</span>',
         "</h2>",
     ]
-    if a.name in ABOUT:
+    experiment = _is_experiment(a.data)
+    if experiment:
+        parts.append(f'<p class="about">Claim: {escape(a.data["claim"])}</p>')
+    elif a.name in ABOUT:
         parts.append(f'<p class="about">{escape(ABOUT[a.name])}</p>')
     parts.append(_figure(a.png, f"{a.name} figure"))
     if a.problem:
         parts.append(f'<p class="note warn">{escape(a.problem)}</p>')
-    if a.data is not None:
+    if experiment:
+        parts.append(_experiment_html(a.data))
+    elif a.data is not None:
         n = numbers(a.data)
         if n.scalars:
             # Tiles rather than a two-column table: a dozen numbers take two lines, not a screen.
@@ -271,6 +276,38 @@ def _analysis_section(i: int, a: Analysis) -> str:
             parts.append(f'<p class="note">Also in {escape(a.name)}.json, not shown: {left_out}.</p>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def _is_experiment(data: Any) -> bool:
+    """The JSON of `cnnlab experiment`: a claim, its findings and a table of arms."""
+    return isinstance(data, dict) and all(
+        k in data for k in ("claim", "verdict", "findings", "columns", "arms")
+    )
+
+
+def _experiment_html(data: dict[str, Any]) -> str:
+    """An experiment's verdict, each finding with its evidence, and its table of arms."""
+    from ..experiments.claims import cell, sentence
+
+    verdict = data["verdict"]
+    parts = [f'<p class="verdict {_verdict_class(verdict)}">Verdict: {escape(sentence(verdict))}</p><ul>']
+    parts += [
+        f'<li><b class="{_verdict_class(f["verdict"])}">{escape(f["verdict"])}</b>: {escape(f["claim"])} '
+        f'<span class="note">({escape(f["evidence"])})</span></li>'
+        for f in data["findings"]
+    ]
+    parts.append("</ul>")
+    columns = data["columns"]
+    rows = [[cell(row.get(key), kind) for key, _, kind in columns] for row in data["arms"]]
+    setup = data.get("setup", {})
+    caption = f"on {setup.get('data', '?')}, seeds {', '.join(map(str, setup.get('seeds', [])))}: mean ± std"
+    parts.append(f'<div class="caption">{escape(caption)}</div>')
+    parts.append(_table_html(Table(caption, [label for _, label, _ in columns], rows)))
+    return "".join(parts)
+
+
+def _verdict_class(verdict: str) -> str:
+    return {"supports": "yes", "contradicts": "no"}.get(verdict, "unsure")
 
 
 def render(found: Found, title: str, sources: list[str]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from .distributed import World, convert_sync_batchnorm, local_batch, setup, tear
 from .epoch import Optimization, index_epoch, train_epoch
 from .progress import TrainProgress
 from .schedule import load_scheduler_state, make_optimizer, restore_rates
+
+# Called with the model and the epoch just trained (0: before training); see ``fit``.
+Observer = Callable[[nn.Module, int], dict[str, Any]]
 
 
 def default_run_dir(model: str, data: str) -> Path:
@@ -82,10 +86,17 @@ def resume(run_dir: str | os.PathLike[str], live: bool | None = None, quiet: boo
 
 
 def fit(
-    config: TrainConfig, live: bool | None = None, quiet: bool = False, resuming: bool = False
+    config: TrainConfig,
+    live: bool | None = None,
+    quiet: bool = False,
+    resuming: bool = False,
+    observe: Observer | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says, write the run directory, and return ``result.json``'s content.
-    ``resuming``: the run directory exists; continue from its checkpoint (see ``resume``)."""
+    ``resuming``: the run directory exists; continue from its checkpoint (see ``resume``).
+    ``observe(model, epoch)`` is called before the first epoch (epoch 0) and after each epoch, under
+    its own random state so that it leaves the training unchanged; what it returns is kept in the
+    returned dict's ``observed`` list (not in result.json)."""
     config.check()
     if config.init and not resuming:  # a resumed run has its init's architecture in its config already
         # Absolute, so that the config.json of the run names it whatever the directory it is read from.
@@ -98,7 +109,7 @@ def fit(
         apply_recipe(config)
     world, device_name = setup(config.device)
     try:
-        return _fit(config, live, quiet or not world.main, resuming, world, device_name)
+        return _fit(config, live, quiet or not world.main, resuming, world, device_name, observe)
     except dist.DistBackendError as e:  # a peer died or hung: say so in one line, do not hang
         raise CnnlabError(
             f"process {world.rank} of {world.size} lost its peers ({first_line(e)[:200]}); "
@@ -153,7 +164,13 @@ def _input_size(data: Dataset, crop_side: int | None) -> tuple[int, int, int]:
 
 
 def _fit(
-    config: TrainConfig, live: bool | None, quiet: bool, resuming: bool, world: World, device_name: str
+    config: TrainConfig,
+    live: bool | None,
+    quiet: bool,
+    resuming: bool,
+    world: World,
+    device_name: str,
+    observe: Observer | None,
 ) -> dict[str, Any]:
     s = _set_up(config, resuming, world, device_name)
     rows = _restore(s) if resuming else []
@@ -164,6 +181,7 @@ def _fit(
         rundir.write_config(s.run_dir, _run_config(s))
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)
+    observed = [_observe(observe, s, len(rows))] if observe and world.main else []
     with TrainProgress(s.epochs, live=live, quiet=quiet) as progress:
         _announce(s, progress, resumed_after=len(rows))
         for epoch in range(len(rows) + 1, s.epochs + 1):
@@ -171,13 +189,23 @@ def _fit(
             if world.main:
                 rundir.write_metrics(s.run_dir / rundir.METRICS, rows)
                 rundir.save_checkpoint(_checkpoint(s, epoch, rows), s.run_dir / rundir.CHECKPOINT)
+                if observe:
+                    observed.append(_observe(observe, s, epoch))
             progress.end_epoch(rows[-1])
         result = _finish(s, rows, time.perf_counter() - started)
         progress.print(
             f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
             f"in {result['train_time_s']:.1f}s; results in {s.run_dir}"
         )
+    if observe:
+        result = {**result, "observed": observed}
     return result
+
+
+def _observe(observe: Observer, s: Session, epoch: int) -> dict[str, Any]:
+    # Its own random state: a forward pass with dropout would otherwise shift the training's draws.
+    with torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
+        return observe(s.model, epoch)
 
 
 def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str) -> Session:
