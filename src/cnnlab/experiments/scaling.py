@@ -3,7 +3,7 @@ Networks", ICML 2019, Sec. 3.3 and Fig. 8): given more compute, scaling a networ
 input resolution together, by ``alpha**phi``, ``beta**phi`` and ``gamma**phi`` with ``alpha beta^2
 gamma^2 ~ 2``, reaches a higher accuracy than scaling any one of them to the same FLOPS.
 
-From a small base (EfficientNet-B0 at a quarter of its depth and width, 32 px), each rule scales one
+From a small base (EfficientNet-B0 at a quarter of its depth and width, 36 px), each rule scales one
 dimension (depth: ``2**phi``; width and resolution: ``2**(phi / 2)``, since MACs grow with their
 square) or all three (the paper's ``alpha, beta, gamma = 1.2, 1.1, 1.15``), and ``phi`` is chosen for
 each rule so that the measured MACs come as close as the rounding of layers, channels and pixels allows
