@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
@@ -145,17 +147,22 @@ def _browser() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
-def test_the_report_renders_in_a_browser(experiment, tmp_path):
-    browser = _browser()
-    if browser is None:
-        pytest.skip("no chromium to render the report with")
-    try:
-        subprocess.run([browser, "--version"], capture_output=True, timeout=30, check=True)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
-        pytest.skip(f"{browser} does not run here")  # e.g. Ubuntu's stub that wants a snap
-    out = tmp_path / "report.html"
-    build_report([experiment], out=out)
-    shot = tmp_path / "shot.png"
+# Injected into a copy of the page under test (the report itself has no script): once the page has
+# loaded, it counts the images the browser decoded.
+COUNT_IMAGES = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const drawn = images.filter((i) => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute("data-images", drawn + "/" + images.length);
+});
+</script>"""
+
+
+def _render_in_browser(browser: str, page: Path, tmp_path: Path) -> tuple[str, list[str], np.ndarray]:
+    """What headless Chromium made of ``page``: "drawn/all" images, its console lines, a screenshot."""
+    checked = tmp_path / f"{page.stem}-checked.html"
+    checked.write_text(page.read_text().replace("</body>", COUNT_IMAGES + "</body>"))
+    shot = tmp_path / f"{page.stem}-shot.png"
     proc = subprocess.run(
         [
             browser,
@@ -163,24 +170,81 @@ def test_the_report_renders_in_a_browser(experiment, tmp_path):
             "--no-sandbox",  # CI runs as root, where the sandbox refuses to start
             "--disable-gpu",
             "--hide-scrollbars",
+            "--enable-logging=stderr",  # console messages and uncaught errors, as INFO:CONSOLE lines
+            "--v=0",
+            "--virtual-time-budget=5000",  # the load event has fired before the DOM is dumped
             f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
             f"--screenshot={shot}",
             "--window-size=1200,1600",
-            out.resolve().as_uri(),
+            checked.resolve().as_uri(),
         ],
         capture_output=True,
         text=True,
         timeout=90,
     )
     assert shot.is_file(), proc.stderr[-2000:]
+    found = re.search(r'data-images="(\d+/\d+)"', proc.stdout)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     with Image.open(shot) as im:
         assert im.size == (1200, 1600)
         pixels = np.asarray(im.convert("RGB")).astype(float)
+    return (found.group(1) if found else "no count"), console, pixels
+
+
+def _evaluated(run: Path) -> None:
+    """``cnnlab eval``'s eval.json and figures beside ``run``, from made-up logits and images."""
+    from cnnlab.failures import summarize, write_failures
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 10
+    logits = torch.randn(200, 10, generator=g) + 3 * torch.nn.functional.one_hot(labels, 10)
+    images = torch.randint(0, 256, (200, 1, 28, 28), generator=g, dtype=torch.uint8)
+    result = json.loads((run / "result.json").read_text())
+    result["images"] = 200
+    write_failures(
+        run, {**result, "failures": summarize(logits, labels, [str(c) for c in range(10)])}, images
+    )
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_a_browser(experiment, tmp_path):
+    browser = _browser()
+    if browser is None:
+        if os.environ.get("CI"):  # .ci/run installs chromium: its absence there is a failure, not a skip
+            pytest.fail("no chromium to render the report with: .ci/run should have installed it")
+        pytest.skip("no chromium to render the report with")
+    try:
+        subprocess.run([browser, "--version"], capture_output=True, timeout=30, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+        if os.environ.get("CI"):
+            pytest.fail(f"{browser} does not run")
+        pytest.skip(f"{browser} does not run here")  # e.g. Ubuntu's stub that wants a snap
+    _evaluated(experiment / "runs" / "resnet20-mnist5k")
+    out = tmp_path / "report.html"
+    built = build_report([experiment], out=out)
+    assert built["images"] == 6  # curves, knn, degradation, and the run's three failure figures
+    drawn, console, pixels = _render_in_browser(browser, out, tmp_path)
+    assert drawn == "6/6"
+    assert console == []
     assert pixels.std() > 20  # not a blank page
     # The embedded figures were decoded and drawn: their blue line is on screen.
     # (Tight enough that the blue of the page's own links does not count.)
     blue = (np.abs(pixels - BLUE).max(axis=-1) < 12).sum()
     assert blue > 1000, blue
+
+    # Negative control: one figure's bytes damaged and a script error, which the same checks catch.
+    page = out.read_text()
+    start = page.index(DATA_URI) + len(DATA_URI)
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        page[:start]
+        + "AAAA"
+        + page[start + 200 :].replace("</body>", "<script>undefinedFunction();</script></body>", 1)
+    )
+    drawn, console, _ = _render_in_browser(browser, broken, tmp_path)
+    assert drawn == "5/6"
+    assert len(console) == 1 and "undefinedFunction" in console[0]
 
 
 def test_an_experiment_shows_its_claim_verdict_findings_and_arms(tmp_path):
@@ -209,3 +273,24 @@ def test_an_experiment_shows_its_claim_verdict_findings_and_arms(tmp_path):
     assert '<b class="yes">supports</b>: LRN lowers the peak' in page and "(2.1 against 3.4)" in page
     assert "98.00 ± 1.41%" in page and "50.00%" in page and "seeds 0, 1" in page
     assert "Also in lrn.json" not in page  # not the generic tables of an analysis
+
+
+def test_evaluated_runs_show_where_they_fail_and_runs_of_one_dataset_side_by_side(experiment, tmp_path):
+    run = experiment / "runs" / "resnet20-mnist5k"
+    html = tmp_path / "before.html"
+    build_report([experiment], out=html)
+    assert 'id="failures"' not in html.read_text()  # nothing evaluated, nothing shown
+
+    _evaluated(run)
+    twin = experiment / "runs" / "twin"
+    shutil.copytree(run, twin)
+    result = json.loads((twin / "eval.json").read_text())
+    result["failures"]["calibration"]["ece"] = 0.4321
+    (twin / "eval.json").write_text(json.dumps(result))
+    built = build_report([experiment], out=tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert built["images"] == 2 * 4 + 2  # the two runs' curves and failure figures, and two analyses
+    assert 'id="failures-0"' in page and 'id="failures-1"' in page
+    assert "Runs of the same data, side by side" in page
+    assert "43.21%" in page  # the twin's ECE, in the table comparing the two
+    assert page.count('alt="' + str(twin) + ': confusion"') == 2  # its own section and the comparison

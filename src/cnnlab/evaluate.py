@@ -8,11 +8,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.augment import Normalize, batches
+from .data.augment import Normalize
 from .runtime import autocast
 
 
 @torch.no_grad()
+def logits_of(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    normalize: Normalize,
+    device: torch.device,
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """The float logits of every image, (N, K) on ``device``: ``forward`` maps a normalized float batch
+    on ``device`` to its logits."""
+    out = [
+        forward(normalize(images[i : i + batch_size].to(device, non_blocking=True))).float().to(device)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, 0, device=device)
+
+
+def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 accuracy of ``logits`` (N, K) for ``labels`` (N,)."""
+    if len(labels) == 0:
+        return {"loss": 0.0, "top1": 0.0, "top5": 0.0}
+    n = len(labels)
+    labels = labels.to(logits.device)
+    loss = F.cross_entropy(logits.double(), labels, reduction="sum")
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+    top1, top5 = hits[:, 0].sum().item(), hits.any(1).sum().item()
+    return {"loss": loss.item() / n, "top1": top1 / n, "top5": top5 / n}
+
+
 def evaluate_logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -22,19 +50,7 @@ def evaluate_logits(
     batch_size: int = 500,
 ) -> dict[str, float]:
     """The metrics of ``forward``, which maps a normalized float batch on ``device`` to its logits."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in batches(images, labels, batch_size):
-        y = y.to(device, non_blocking=True)
-        logits = forward(normalize(x.to(device, non_blocking=True))).float().to(device)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = topk == y[:, None]
-        top1 += hits[:, 0].sum()
-        top5 += hits.any(dim=1).sum()
-    n = max(1, len(labels))
-    return {"loss": loss_sum.item() / n, "top1": top1.item() / n, "top5": top5.item() / n}
+    return metrics(logits_of(forward, images, normalize, device, batch_size), labels)
 
 
 def evaluate(

@@ -14,7 +14,8 @@ from .data.augment import Normalize
 from .data.base import Dataset
 from .data.folder import read_image
 from .errors import CnnlabError, InputSizeError
-from .evaluate import evaluate_logits
+from .evaluate import logits_of, metrics
+from .failures import summarize, write_failures
 from .infer import DEFAULT_PRECISION, load_engine
 from .runconfig import DataInfo
 from .rundir import read_config
@@ -104,26 +105,37 @@ def evaluate_run(
     device: str = "auto",
     backend: str = "auto",
     precision: str = DEFAULT_PRECISION,
+    write_to: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Top-1, top-5 and loss of a run's model on the test split of its dataset, or of ``data``, on the
-    inference engine ``backend`` in ``precision`` (see `cnnlab.infer`)."""
+    inference engine ``backend`` in ``precision`` (see `cnnlab.infer`), and where it fails (``failures``:
+    see `cnnlab.failures.summarize`). With ``write_to``, a directory, the result is written there as
+    eval.json with the confusion matrix, the most confidently wrong images and the reliability diagram
+    as PNGs (``files`` names them)."""
     dataset, note = _dataset_for_run(run_dir, data, data_root)
+    if len(dataset.test_labels) == 0:
+        raise CnnlabError(f"{dataset.name} has no test images to evaluate {run_dir} on")
     engine = load_engine(run_dir, backend, precision, device)
     cfg: DataInfo = engine.model.data_config  # type: ignore[attr-defined]
     normalize = Normalize(tuple(cfg.mean), tuple(cfg.std)).to(engine.device)
-    metrics = evaluate_logits(engine, dataset.test_images, dataset.test_labels, normalize, engine.device)
+    logits = logits_of(engine, dataset.test_images, normalize, engine.device)
+    scores = metrics(logits, dataset.test_labels)
     notes = [n for n in (note, engine.note) if n]
-    return {
+    result = {
         "model": read_config(run_dir).model,
         "dataset": dataset.name,
         "images": len(dataset.test_labels),
         "backend": engine.backend,
         "precision": engine.precision,
-        "test_acc": metrics["top1"],
-        "test_top5": metrics["top5"],
-        "test_loss": metrics["loss"],
+        "test_acc": scores["top1"],
+        "test_top5": scores["top5"],
+        "test_loss": scores["loss"],
         **({"note": "; ".join(notes)} if notes else {}),
+        "failures": summarize(logits, dataset.test_labels, dataset.classes),
     }
+    if write_to is not None:
+        result["files"] = write_failures(write_to, result, dataset.test_images)
+    return result
 
 
 def load_image(

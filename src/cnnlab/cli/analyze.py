@@ -448,7 +448,8 @@ def show_paths(r: dict[str, Any], args: argparse.Namespace) -> None:
 def add(sub: Any) -> None:
     p = sub.add_parser(
         "analyze",
-        help="receptive fields, Inception, scaling, templates, k-NN, SE, paths, offsets: numbers and figures",
+        help="receptive fields, Inception, scaling, templates, k-NN, SE, paths, offsets, CAM, filters, "
+        "features: numbers and figures",
         description="Each analysis writes NAME.json (the numbers) and NAME.png (the figure) into --out.",
     )
     analyses = p.add_subparsers(dest="analysis", required=True, parser_class=Parser, metavar="ANALYSIS")
@@ -456,3 +457,6 @@ def add(sub: Any) -> None:
         _add_rf, _add_inception, _add_scaling, _add_templates, _add_knn, _add_se, _add_paths, _add_offsets
     ):  # fmt: skip
         add_analysis(analyses)
+    from .analyze_inside import add as add_inside  # here: that module imports this one's _analysis
+
+    add_inside(analyses)

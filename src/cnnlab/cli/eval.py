@@ -1,4 +1,6 @@
-"""`cnnlab eval RUN_DIR`: a run's model on its test set or another dataset's."""
+"""`cnnlab eval RUN_DIR`: a run's model on its test set or another dataset's, and where it fails: the
+confusion matrix, per-class scores, the most confused pairs, the most confidently wrong images and the
+calibration, written beside the run (or into --out)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import argparse
 from typing import Any
 
 from .common import DATA, DEVICE, INFER, JSON
+
+SHOWN_PAIRS = 3  # the most confused pairs printed; --json and eval.json have more
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -18,6 +22,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         backend=args.backend,
         precision=args.precision,
+        write_to=args.out if args.out is not None else args.run_dir,
     )
 
 
@@ -29,6 +34,17 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"top-1 {100 * result['test_acc']:.2f}%  top-5 {100 * result['test_top5']:.2f}%  "
         f"loss {result['test_loss']:.4f}  ({result['backend']}, {result['precision']})"
     )
+    f = result["failures"]
+    print(
+        f"macro F1 {100 * f['macro_f1']:.2f}%  calibration error (ECE) {100 * f['calibration']['ece']:.2f}%"
+    )
+    if f["confused_pairs"]:
+        pairs = ", ".join(
+            f"{p['true']} as {p['predicted']} ({p['count']})" for p in f["confused_pairs"][:SHOWN_PAIRS]
+        )
+        print(f"most confused: {pairs}")
+    files = result["files"]
+    print(f"wrote {files['json']}, {', '.join(v for k, v in files.items() if k != 'json')}")
 
 
 def add(sub: Any) -> None:
@@ -38,4 +54,7 @@ def add(sub: Any) -> None:
         help="evaluate a run's model on its test set or another dataset",
     )
     p.add_argument("run_dir")
+    p.add_argument(
+        "--out", help="directory for eval.json and the figures of where the model fails (default: the run's)"
+    )
     p.set_defaults(func=run, show=show)

@@ -3,7 +3,9 @@
 Each directory is searched at any depth for
 
 * run directories (``result.json`` beside ``config.json``, as ``cnnlab train`` writes them): one row
-  each in a table of runs, and their ``curves.png``;
+  each in a table of runs, and their ``curves.png``; where ``cnnlab eval`` has written ``eval.json``
+  beside them, where each run fails (confusion matrix, reliability diagram, most confidently wrong
+  images), and the runs of one dataset side by side;
 * analysis outputs (``NAME.json`` beside ``NAME.png``, as ``cnnlab analyze`` writes them, and anything
   else that follows that convention): the figure and the JSON's numbers as tables.
 
@@ -69,6 +71,7 @@ def build_report(
         ],
         "skipped": found.skipped,
         "images": sum(r.curves is not None for r in found.runs)
+        + sum(png is not None for r in found.runs for png in r.figures.values())
         + sum(a.png is not None for a in found.analyses),
         "bytes": len(page),
     }

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnlabError
+from ..failures import FILES
 from ..rundir import CONFIG, CURVES, RESULT
+
+EVAL = FILES["json"]
+FIGURES = {key: name for key, name in FILES.items() if key != "json"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,6 +27,8 @@ class Run:
     path: Path  # as the user gave it, plus the part below
     result: dict[str, Any]
     curves: bytes | None
+    failures: dict[str, Any] | None = None  # eval.json, as `cnnlab eval` writes it beside the run
+    figures: dict[str, bytes | None] = field(default_factory=dict)  # its confusion, mistakes, calibration
 
 
 @dataclass
@@ -84,7 +90,10 @@ def _search(root: Path, found: Found, seen: set[Path]) -> int:
             except ValueError as e:
                 found.skipped.append({"path": str(here), "reason": str(e)})
             else:
-                found.runs.append(Run(here, result, _read_png(here / CURVES)))
+                run = Run(here, result, _read_png(here / CURVES))
+                if EVAL in files:
+                    _add_failures(run, found)
+                found.runs.append(run)
         for name in pairs:
             analysis = Analysis(name, here, _read_png(here / f"{name}.png"))
             try:
@@ -95,6 +104,19 @@ def _search(root: Path, found: Found, seen: set[Path]) -> int:
                 analysis.problem = f"{name}.png is not a readable PNG"
             found.analyses.append(analysis)
     return count
+
+
+def _add_failures(run: Run, found: Found) -> None:
+    """The run's eval.json and figures; an unreadable eval.json leaves the run shown without them."""
+    try:
+        failures = _read_json(run.path / EVAL)
+        if not isinstance(failures, dict) or not isinstance(failures.get("failures"), dict):
+            raise ValueError(f"{EVAL} is not what `cnnlab eval` writes")
+    except ValueError as e:
+        found.skipped.append({"path": str(run.path / EVAL), "reason": str(e)})
+        return
+    run.failures = failures
+    run.figures = {key: _read_png(run.path / name) for key, name in FIGURES.items()}
 
 
 def find(dirs: list[str | os.PathLike[str]]) -> Found:

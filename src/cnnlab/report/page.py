@@ -5,14 +5,14 @@ puts them together into one self-contained page with no script and every image a
 
 from __future__ import annotations
 
-import base64
 import datetime
 from html import escape
-from pathlib import Path
 from typing import Any
 
+from .failures import runs_failures, side_by_side
 from .find import Analysis, Found, Run
-from .tables import Table, fmt, numbers
+from .html import figure, pct, table_html
+from .tables import Table, numbers
 
 FOLD = 12  # tables longer than this are folded away behind a click
 
@@ -83,6 +83,10 @@ figure img { display: block; max-width: 100%; height: auto; max-height: 90vh; wi
 figcaption { font-size: 13px; color: var(--muted); margin-top: 4px; text-align: center; }
 .curves { display: grid; grid-template-columns: repeat(auto-fit, minmax(500px, 1fr)); gap: 18px; }
 .curves figure { margin: 0; }
+.trio { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 14px;
+  align-items: start; }
+.trio figure { margin: 0; }
+h3 { font-size: 17px; margin: 24px 0 4px; }
 section.analysis { margin: 0 0 36px; }
 section.analysis .about { margin: 2px 0 6px; }
 .numbers { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
@@ -101,22 +105,6 @@ footer { margin-top: 48px; font-size: 13px; color: var(--muted); border-top: 1px
 }
 @media print { figure, table { break-inside: avoid; } details > *:not(summary) { display: block; } }
 """
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _figure(png: bytes | None, alt: str, caption: str = "", path: Path | None = None) -> str:
-    if png is None:
-        return f'<p class="note warn">{escape(alt)}: no readable figure.</p>'
-    where = f'<br><span class="path">{escape(str(path))}</span>' if path else ""
-    cap = f"<figcaption>{escape(caption)}{where}</figcaption>" if caption else ""
-    return f'<figure><img src="{_data_uri(png)}" alt="{escape(alt)}">{cap}</figure>'
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "–"
 
 
 def _duration(s: Any) -> str:
@@ -176,8 +164,8 @@ def _runs_section(runs: list[Run]) -> str:
             f'<div class="sub">{escape(details)}</div></td>'
             f"<td>{escape(ds)}</td>"
             f'<td class="num">{escape(_count(r.get("epochs")))}</td>'
-            f'<td class="num{" best" if is_best else ""}">{escape(_pct(acc))}{bar}</td>'
-            f'<td class="num">{escape(_pct(r.get("test_top5")))}</td>'
+            f'<td class="num{" best" if is_best else ""}">{escape(pct(acc))}{bar}</td>'
+            f'<td class="num">{escape(pct(r.get("test_top5")))}</td>'
             f'<td class="num">{escape(_count(r.get("params")))}</td>'
             f'<td class="num">{escape(_duration(r.get("train_time_s")))}</td>'
             f'<td class="num">{escape(_count(r.get("images_per_s")))}</td>'
@@ -188,9 +176,9 @@ def _runs_section(runs: list[Run]) -> str:
     figures = []
     for i, run in enumerate(runs):
         r = run.result
-        caption = f"{r.get('model', '?')} on {r.get('dataset', '?')}: top-1 {_pct(r.get('test_acc'))}"
+        caption = f"{r.get('model', '?')} on {r.get('dataset', '?')}: top-1 {pct(r.get('test_acc'))}"
         figures.append(
-            f'<div id="run-{i}">{_figure(run.curves, f"{run.path}: curves.png", caption, run.path)}</div>'
+            f'<div id="run-{i}">{figure(run.curves, f"{run.path}: curves.png", caption, run.path)}</div>'
         )
     plural = "s" if len(runs) != 1 else ""
     return (
@@ -200,33 +188,6 @@ def _runs_section(runs: list[Run]) -> str:
         f'<div class="scroll"><table class="runs"><thead><tr>{header}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         f'<h2 id="curves">Training curves</h2><div class="curves">{"".join(figures)}</div></section>'
-    )
-
-
-def _table_html(table: Table) -> str:
-    def is_number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    # A column of numbers is right-aligned, header too, so that the digits line up.
-    numeric = [
-        any(is_number(row[j]) for row in table.rows)
-        and all(is_number(row[j]) or row[j] is None for row in table.rows)
-        for j in range(len(table.header))
-    ]
-    cls = [' class="num"' if n else "" for n in numeric]
-    # Long snake_case headers may break after an underscore; the cells never break, a wide table scrolls.
-    head = "".join(
-        f"<th{c}>{escape(h).replace('_', '_<wbr>')}</th>" for h, c in zip(table.header, cls, strict=True)
-    )
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{c}>{escape(fmt(v, si=False))}</td>" for v, c in zip(row, cls, strict=True))
-        + "</tr>"
-        for row in table.rows
-    )
-    return (
-        f'<div class="scroll"><table class="data"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
     )
 
 
@@ -244,7 +205,7 @@ def _analysis_section(i: int, a: Analysis) -> str:
         parts.append(f'<p class="about">Claim: {escape(a.data["claim"])}</p>')
     elif a.name in ABOUT:
         parts.append(f'<p class="about">{escape(ABOUT[a.name])}</p>')
-    parts.append(_figure(a.png, f"{a.name} figure"))
+    parts.append(figure(a.png, f"{a.name} figure"))
     if a.problem:
         parts.append(f'<p class="note warn">{escape(a.problem)}</p>')
     if experiment:
@@ -262,12 +223,12 @@ def _analysis_section(i: int, a: Analysis) -> str:
         shown = [t for t in n.tables if len(t.rows) <= FOLD]
         if shown:
             blocks = "".join(
-                f'<div><div class="caption">{escape(t.caption)}</div>{_table_html(t)}</div>' for t in shown
+                f'<div><div class="caption">{escape(t.caption)}</div>{table_html(t)}</div>' for t in shown
             )
             parts.append(f'<div class="tables">{blocks}</div>')
         parts += [
             f"<details><summary>{escape(t.caption)}: a table of {len(t.rows)} rows</summary>"
-            f"{_table_html(t)}</details>"
+            f"{table_html(t)}</details>"
             for t in n.tables
             if len(t.rows) > FOLD
         ]
@@ -302,7 +263,7 @@ def _experiment_html(data: dict[str, Any]) -> str:
     setup = data.get("setup", {})
     caption = f"on {setup.get('data', '?')}, seeds {', '.join(map(str, setup.get('seeds', [])))}: mean ± std"
     parts.append(f'<div class="caption">{escape(caption)}</div>')
-    parts.append(_table_html(Table(caption, [label for _, label, _ in columns], rows)))
+    parts.append(table_html(Table(caption, [label for _, label, _ in columns], rows)))
     return "".join(parts)
 
 
@@ -323,6 +284,8 @@ def render(found: Found, title: str, sources: list[str]) -> str:
     nav = []
     if found.runs:
         nav += ['<a href="#runs">Runs</a>', '<a href="#curves">Training curves</a>']
+        if any(r.failures is not None for r in found.runs):
+            nav.append('<a href="#failures">Where runs fail</a>')
     nav += [f'<a href="#analysis-{i}">{escape(a.name)}</a>' for i, a in enumerate(found.analyses)]
     body = [
         "<header>",
@@ -336,7 +299,7 @@ def render(found: Found, title: str, sources: list[str]) -> str:
         items = "".join(f"<li>{escape(s['path'])}: {escape(s['reason'])}</li>" for s in found.skipped)
         body.append(f'<div class="note warn">Left out, unreadable:<ul>{items}</ul></div>')
     if found.runs:
-        body.append(_runs_section(found.runs))
+        body += [_runs_section(found.runs), runs_failures(found.runs), side_by_side(found.runs)]
     body += [_analysis_section(i, a) for i, a in enumerate(found.analyses)]
     body.append(f"<footer>Written by <b>cnnlab report</b> {escape(__version__)}.</footer>")
     return (
