@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# pyproject's addopts run the suite on one pytest-xdist worker per core: torch in each worker, and every
+# process a test starts, then keeps to one thread, so that the workers do not fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # Folders given to `cnnlab train --data` are packed into a cache under the data root: the suite's go to a
 # folder of its own, here and in every process it starts, never to ./data.
 os.environ["CNNLAB_DATA"] = tempfile.mkdtemp(prefix="cnnlab-test-data-")
