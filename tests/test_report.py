@@ -294,3 +294,22 @@ def test_evaluated_runs_show_where_they_fail_and_runs_of_one_dataset_side_by_sid
     assert "Runs of the same data, side by side" in page
     assert "43.21%" in page  # the twin's ECE, in the table comparing the two
     assert page.count('alt="' + str(twin) + ': confusion"') == 2  # its own section and the comparison
+
+
+def test_an_eval_json_of_another_shape_leaves_the_run_without_failures_not_the_report(experiment, tmp_path):
+    run = experiment / "runs" / "resnet20-mnist5k"
+    _evaluated(run)
+    good = json.loads((run / "eval.json").read_text())
+    for broken in (
+        [1, 2],
+        {**good, "failures": {**good["failures"], "calibration": 0.1}},
+        {**good, "failures": {**good["failures"], "per_class": [{"class": "0"}]}},
+        {**good, "failures": {**good["failures"], "confused_pairs": ["3 as 5"]}},
+    ):
+        (run / "eval.json").write_text(json.dumps(broken))
+        built = build_report([experiment], out=tmp_path / "report.html")
+        assert [s["path"] for s in built["skipped"]] == [str(run / "eval.json")]
+        assert 'id="failures"' not in (tmp_path / "report.html").read_text()
+    (run / "eval.json").write_text(json.dumps(good))  # negative control: the same run, shown
+    assert build_report([experiment], out=tmp_path / "report.html")["skipped"] == []
+    assert 'id="failures"' in (tmp_path / "report.html").read_text()

@@ -43,7 +43,7 @@ def _summary(e: dict[str, Any]) -> str:
 
 def runs_failures(runs: list[Run]) -> str:
     """A section with each evaluated run's numbers and three figures; '' when no run was evaluated."""
-    evaluated = [(i, r) for i, r in enumerate(runs) if r.failures is not None]
+    evaluated = [(i, r) for i, r in enumerate(runs) if r.evaluation is not None]
     if not evaluated:
         return ""
     parts = [
@@ -52,7 +52,7 @@ def runs_failures(runs: list[Run]) -> str:
         "writes beside a run.</p>",
     ]
     for i, run in evaluated:
-        e = run.failures or {}
+        e = run.evaluation or {}
         parts.append(
             f'<div id="failures-{i}"><h3>{escape(str(e.get("model", "?")))} '
             f'<span class="path">{escape(str(run.path))}</span></h3><p>{escape(_summary(e))}</p>'
@@ -71,14 +71,14 @@ def side_by_side(runs: list[Run]) -> str:
     run) and their confusion matrices in one row; '' when there is no such dataset."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        if run.failures is not None:
-            groups.setdefault(str(run.failures.get("dataset")), []).append(run)
+        if run.evaluation is not None:
+            groups.setdefault(str(run.evaluation.get("dataset")), []).append(run)
     groups = {ds: rs for ds, rs in groups.items() if len(rs) > 1}
     if not groups:
         return ""
     parts = ['<section id="compare-failures"><h2>Runs of the same data, side by side</h2>']
     for dataset, group in groups.items():
-        evals = [r.failures or {} for r in group]
+        evals = [r.evaluation or {} for r in group]
         header = ["", *(f"{e.get('model', '?')} ({r.path.name})" for e, r in zip(evals, group, strict=True))]
         rows = [
             ["top-1", *(pct(e.get("test_acc")) for e in evals)],

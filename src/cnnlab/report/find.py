@@ -27,7 +27,7 @@ class Run:
     path: Path  # as the user gave it, plus the part below
     result: dict[str, Any]
     curves: bytes | None
-    failures: dict[str, Any] | None = None  # eval.json, as `cnnlab eval` writes it beside the run
+    evaluation: dict[str, Any] | None = None  # eval.json, as `cnnlab eval` writes it beside the run
     figures: dict[str, bytes | None] = field(default_factory=dict)  # its confusion, mistakes, calibration
 
 
@@ -106,16 +106,33 @@ def _search(root: Path, found: Found, seen: set[Path]) -> int:
     return count
 
 
+def _is_evaluation(e: Any) -> bool:
+    """The parts of eval.json the page reads have the shape `cnnlab eval` gives them: a file edited by
+    hand is left out with a note, not a crash."""
+    f = e.get("failures") if isinstance(e, dict) else None
+    if not isinstance(f, dict) or not isinstance(f.get("calibration", {}), dict):
+        return False
+    scores, pairs = f.get("per_class", []), f.get("confused_pairs", [])
+    return (
+        isinstance(scores, list)
+        and all(
+            isinstance(s, dict) and isinstance(s.get("f1"), (int, float)) and "class" in s for s in scores
+        )
+        and isinstance(pairs, list)
+        and all(isinstance(p, dict) and {"true", "predicted", "count"} <= p.keys() for p in pairs)
+    )
+
+
 def _add_failures(run: Run, found: Found) -> None:
     """The run's eval.json and figures; an unreadable eval.json leaves the run shown without them."""
     try:
-        failures = _read_json(run.path / EVAL)
-        if not isinstance(failures, dict) or not isinstance(failures.get("failures"), dict):
+        evaluation = _read_json(run.path / EVAL)
+        if not _is_evaluation(evaluation):
             raise ValueError(f"{EVAL} is not what `cnnlab eval` writes")
     except ValueError as e:
         found.skipped.append({"path": str(run.path / EVAL), "reason": str(e)})
         return
-    run.failures = failures
+    run.evaluation = evaluation
     run.figures = {key: _read_png(run.path / name) for key, name in FIGURES.items()}
 
 

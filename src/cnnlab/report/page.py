@@ -284,7 +284,7 @@ def render(found: Found, title: str, sources: list[str]) -> str:
     nav = []
     if found.runs:
         nav += ['<a href="#runs">Runs</a>', '<a href="#curves">Training curves</a>']
-        if any(r.failures is not None for r in found.runs):
+        if any(r.evaluation is not None for r in found.runs):
             nav.append('<a href="#failures">Where runs fail</a>')
     nav += [f'<a href="#analysis-{i}">{escape(a.name)}</a>' for i, a in enumerate(found.analyses)]
     body = [
