@@ -1,4 +1,5 @@
 import atexit
+import fcntl
 import os
 import shutil
 import subprocess
@@ -37,11 +38,19 @@ def cli():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real two-epoch training of ResNet-20 on mnist5k through the CLI, shared by the tests that read it."""
-    out = tmp_path_factory.mktemp("runs") / "resnet20-mnist5k"
-    proc = cnnlab("train", "--epochs", "2", "--seed", "0", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    (out.parent / "train.stdout").write_text(proc.stdout)
+    """A real two-epoch training of ResNet-20 on mnist5k through the CLI, shared by the tests that read it.
+    Under pytest-xdist the first worker to ask trains it and the others wait for it: one training per
+    session, in a folder all the workers share."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    out = root / "shared-runs" / "resnet20-mnist5k"
+    with open(root / "trained_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (out / "result.json").exists():
+            proc = cnnlab("train", "--epochs", "2", "--seed", "0", "--out", str(out))
+            assert proc.returncode == 0, proc.stderr
+            (out.parent / "train.stdout").write_text(proc.stdout)
     return out
 
 
@@ -65,3 +74,27 @@ def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for i, index in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
                 Image.fromarray(images[index, 0].numpy()).save(folder / f"{i}.png")
     return root
+
+
+# The files that take longest, longest first (measured with --durations on a 2-core machine). The
+# workers take files in collection order, so these go first and the short ones fill the end: no worker
+# is left alone with a long file while the other idles.
+SLOWEST_FILES = [
+    "test_infer.py",
+    "test_distributed.py",
+    "test_export.py",
+    "test_notebooks.py",
+    "test_store.py",
+    "test_resume.py",
+    "test_failures.py",
+    "test_paths.py",
+    "test_cli.py",
+    "test_recipe.py",
+    "test_exp_init.py",
+    "test_cli_fuzz.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))  # stable: files stay whole

@@ -105,3 +105,14 @@ def test_initialization_as_torchvision(small_models):
     fc = model.classifier[3]
     assert fc.weight.std().item() == pytest.approx(0.01, rel=0.02)
     assert not fc.bias.any()
+
+
+def test_hidden_sets_the_width_of_the_two_fully_connected_layers():
+    full = sum(p.numel() for p in meta_model("vgg11", num_classes=10).parameters())
+    small = sum(p.numel() for p in meta_model("vgg11", num_classes=10, hidden=64).parameters())
+
+    # 512*7*7 -> h -> h -> 10, with biases: only the classifier changes.
+    def classifier(h: int) -> int:
+        return (512 * 49 + 1) * h + (h + 1) * h + (h + 1) * 10
+
+    assert full - small == classifier(4096) - classifier(64)

@@ -81,7 +81,8 @@ def make_features(config: list[int | str], in_chans: int, batch_norm: bool) -> n
 
 
 class VGG(nn.Module):
-    """A VGG network from its Table 1 configuration; ``batch_norm`` adds BN after each conv."""
+    """A VGG network from its Table 1 configuration; ``batch_norm`` adds BN after each conv. ``hidden``
+    is the width of the two fully connected layers (4096 in the paper; smaller for quick checks)."""
 
     def __init__(
         self,
@@ -90,19 +91,20 @@ class VGG(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         dropout: float = 0.5,
+        hidden: int = 4096,
     ) -> None:
         super().__init__()
         self.features = make_features(config, in_chans, batch_norm)
         width = [c for c in config if c != "M"][-1]
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
-            nn.Linear(int(width) * 7 * 7, 4096),
+            nn.Linear(int(width) * 7 * 7, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
+            nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            nn.Linear(hidden, num_classes),
         )
         # Each 2x2/2 pool floors the side; below 2**pools the last map would be empty.
         self.min_input_size = 2 ** config.count("M")
