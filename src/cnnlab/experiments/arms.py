@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..analysis.output import write_outputs
+from ..errors import CnnlabError
 from ..rundir import read_metrics
 from .claims import Spread, all_of, spread
 
@@ -47,6 +48,15 @@ class Setup:
         if self.epochs is not None:
             return self.epochs
         return quick_epochs if self.quick else epochs
+
+
+def comma_separated(text: str, flag: str, kind: type, what: str, example: str) -> list[Any]:
+    """The values of an experiment's comma-separated ``flag`` read as ``kind``, or one line naming the
+    flag, ``what`` it takes and an ``example``."""
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise CnnlabError(f"{flag} takes comma-separated {what}, e.g. {example}; got {text!r}") from None
 
 
 def make_setup(

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import CnnlabError
 from ..models import list_models
 from ..plots import pyplot
-from .arms import Setup, conclude, train_arm
+from .arms import Setup, comma_separated, conclude, train_arm
 from .claims import Spread, finding, higher, no_worse, show, spread
 
 CLAIM = (
@@ -36,10 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        return {"depths": [int(d) for d in args.depths.split(",")]}
-    except ValueError:
-        raise CnnlabError(f"--depths takes comma-separated depths, e.g. 20,56; got {args.depths!r}") from None
+    return {"depths": comma_separated(args.depths, "--depths", int, "depths", "20,56")}
 
 
 def twin_names(depths: list[int]) -> list[tuple[int, str, str]]:

@@ -34,7 +34,7 @@ from ..data import load
 from ..errors import CnnlabError
 from ..models import create_model
 from ..plots import pyplot
-from .arms import Setup, conclude, train_arm
+from .arms import Setup, comma_separated, conclude, train_arm
 from .claims import Spread, all_of, cell, finding, higher, lower, no_worse, show, spread
 from .degradation import twin_names
 from .gradients import probe_batch
@@ -85,10 +85,7 @@ def _text(depths: tuple[int, ...]) -> str:
 
 
 def _parse(text: str, flag: str) -> list[int]:
-    try:
-        return [int(d) for d in text.split(",")]
-    except ValueError:
-        raise CnnlabError(f"{flag} takes comma-separated depths, e.g. 20,56; got {text!r}") from None
+    return comma_separated(text, flag, int, "depths", "20,56")
 
 
 def signal(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:

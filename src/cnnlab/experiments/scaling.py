@@ -32,7 +32,7 @@ from ..models import create_model
 from ..models.efficientnet import compound_scaling
 from ..plots import pyplot
 from ..rundir import read_config
-from .arms import Setup, conclude, train_arm
+from .arms import Setup, comma_separated, conclude, train_arm
 from .claims import Spread, all_of, finding, higher, show
 
 CLAIM = (
@@ -71,12 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        targets = [float(t) for t in args.targets.split(",")]
-    except ValueError:
-        raise CnnlabError(
-            f"--targets takes comma-separated numbers, e.g. 2,4; got {args.targets!r}"
-        ) from None
+    targets = comma_separated(args.targets, "--targets", float, "numbers", "2,4")
     if not all(1 < t <= 64 for t in targets) or sorted(set(targets)) != targets:
         raise CnnlabError(
             f"--targets must be increasing numbers above 1 and at most 64, got {args.targets!r}"

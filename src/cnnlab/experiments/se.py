@@ -28,7 +28,7 @@ from ..errors import CnnlabError
 from ..models import create_model
 from ..plots import pyplot
 from ..rundir import load_run, read_config
-from .arms import Setup, conclude, train_arm
+from .arms import Setup, comma_separated, conclude, train_arm
 from .claims import Spread, finding, higher, show, spread, within
 
 CLAIM = (
@@ -60,12 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        reductions = [int(r) for r in args.reductions.split(",")]
-    except ValueError:
-        raise CnnlabError(
-            f"--reductions takes comma-separated integers, e.g. 4,16; got {args.reductions!r}"
-        ) from None
+    reductions = comma_separated(args.reductions, "--reductions", int, "integers", "4,16")
     if not reductions or min(reductions) < 1 or len(set(reductions)) != len(reductions):
         raise CnnlabError(f"--reductions must be distinct integers of at least 1, got {args.reductions!r}")
     return {"reductions": reductions}
