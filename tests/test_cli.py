@@ -1,5 +1,6 @@
 """The command line, run as a user would: in a subprocess, reading stdout, stderr and exit codes."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,8 +84,13 @@ def test_user_errors_are_one_line_without_traceback(cli, tmp_path, args, needles
 def test_the_shared_options_default_as_the_trainer_does():
     d = TrainConfig()
     assert (d.seed, d.device) == (SEED.get_default("seed"), DEVICE.get_default("device"))
+    # `train` leaves every setting not given out of its arguments: TrainConfig's default, or a --config
+    # file's value, fills it.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     args = cnnlab.cli.build_parser().parse_args(["train"])
-    assert args.data is None and d.data == "mnist5k"  # None: run() leaves TrainConfig's default
+    assert not fields & set(vars(args)) and d.data == "mnist5k"
+    args = cnnlab.cli.build_parser().parse_args(["train", "--seed", "0", "--data", "x", "--lr", "0.1"])
+    assert fields & set(vars(args)) == {"seed", "data", "lr"}  # the control: given, even as the default
 
 
 @pytest.mark.slow

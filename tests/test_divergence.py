@@ -16,9 +16,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     real = epoch.classification_loss
     calls = {"n": 0}
 
-    def diverging(outputs, y, label_smoothing, aux_weight):  # finite for the first epoch's 10 steps, then inf
+    def diverging(outputs, y, label_smoothing, aux_weight, mixed):  # finite for the first epoch's 10 steps
         calls["n"] += 1
-        loss, logits = real(outputs, y, label_smoothing, aux_weight)
+        loss, logits = real(outputs, y, label_smoothing, aux_weight, mixed)
         return (loss * math.inf if calls["n"] > 10 else loss), logits
 
     monkeypatch.setattr(epoch, "classification_loss", diverging)

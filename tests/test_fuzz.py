@@ -391,3 +391,43 @@ def test_store_manifest_valid_but_wrong(changes: dict[str, Any]) -> None:
     files = dict(store_files())
     files["manifest.json"] = json.dumps({**json.loads(files["manifest.json"]), **changes}).encode()
     load_store_files(files)
+
+
+# ---------------------------------------------------------------- recipe files (train --config)
+
+RECIPE_YAML = (
+    b"model: resnet20\nlr: 0.05\nmilestones: [0.5, 0.75]\nmodel_kwargs: {dropout: 0.1}\nmixup: 0.2\n"
+)
+RECIPE_JSON = json.dumps(
+    {"model": "resnet20", "weight_decay": 5e-4, "val_fraction": 0.1, "keep": "best"}
+).encode()
+
+
+@FUZZ
+@given(name=st.sampled_from(["r.yaml", "r.json"]), data=st.data())
+def test_recipe_file_fuzz(name: str, data: st.DataObject) -> None:
+    """Random bytes and mutations of valid YAML and JSON recipes: settings or one CnnlabError line."""
+    from cnnlab.train.config_file import read_config_file
+
+    raw = data.draw(mutated(RECIPE_YAML if name.endswith("yaml") else RECIPE_JSON))
+    with scratch() as d:
+        (d / name).write_bytes(raw)
+        values = cnnlab_errors_only(lambda: read_config_file(d / name))
+    assert values is None or isinstance(values, dict)
+
+
+@FUZZ
+@given(settings=st.dictionaries(st.sampled_from(["lr", "epochs", "seed", "milestones", "model_kwargs", "keep",
+                                                 "optimizer", "val-fraction", "hflip", "bogus"]),
+                                JSON_VALUES, max_size=4))  # fmt: skip
+def test_recipe_file_valid_but_wrong(settings: dict[str, Any]) -> None:
+    """Well-formed JSON with values of any kind: a value that passes the reader also passes the checks
+    a training makes of it, so nothing wrong reaches the trainer."""
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.config_file import read_config_file
+
+    with scratch() as d:
+        (d / "r.json").write_text(json.dumps(settings))
+        values = cnnlab_errors_only(lambda: read_config_file(d / "r.json"))
+    if values is not None:
+        TrainConfig(**values).check_each()

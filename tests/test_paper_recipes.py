@@ -19,7 +19,7 @@ from cnnlab.models import describe_models, list_models, paper_recipe_of, recipe_
 from cnnlab.models.recipe import ABOUT, DEFAULT, FIELDS, Recipe
 from cnnlab.train import TrainConfig
 from cnnlab.train.config import apply_recipe
-from cnnlab.train.loop import _epochs
+from cnnlab.train.inputs import plan_epochs as _epochs
 from cnnlab.train.schedule import load_scheduler_state, make_optimizer, restore_rates
 
 PAPER_MODELS = [name for name in list_models() if paper_recipe_of(name) is not None]

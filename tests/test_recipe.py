@@ -71,6 +71,8 @@ def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
         "decay_every",
         "warmup_factor",
         "aux_weight",
+        "mixup",
+        "cutmix",
     }  # None in it
     assert set(config.from_recipe) == set(FIELDS) - {"lr", "optimizer"} - unset
     assert config.momentum == recipe_of("resnet20").momentum
@@ -129,16 +131,16 @@ def test_the_aux_weight_is_each_auxiliary_heads_share_of_the_loss(weight):
 
 
 def test_a_recipes_image_size_resizes_smaller_data_with_a_note(tiny_digits, monkeypatch):
-    from cnnlab.train.loop import _load_data
+    from cnnlab.train.inputs import load_data as _load_data
 
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=36))
+    monkeypatch.setattr("cnnlab.train.inputs.recipe_of", lambda name, paper=False: Recipe(image_size=36))
     config = TrainConfig(model="simple_cnn", data=str(tiny_digits))
     data, notes, resized_up = _load_data(config)
     assert data.image_size == (40, 40) and config.image_size == 40 and resized_up  # 36 rounded up to 8s
     assert len(notes) == 1 and "resized to 40x40" in notes[0] and "image_size" in config.from_recipe
     given = TrainConfig(model="simple_cnn", data=str(tiny_digits), image_size=28)
     assert _load_data(given)[0].image_size == (28, 28)  # an explicit --image-size wins
-    monkeypatch.setattr("cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(image_size=28))
+    monkeypatch.setattr("cnnlab.train.inputs.recipe_of", lambda name, paper=False: Recipe(image_size=28))
     assert _load_data(TrainConfig(model="simple_cnn", data=str(tiny_digits)))[1:] == (
         [],
         False,
@@ -146,13 +148,13 @@ def test_a_recipes_image_size_resizes_smaller_data_with_a_note(tiny_digits, monk
 
 
 def test_a_recipes_min_steps_sets_the_epochs_of_a_small_dataset(monkeypatch):
-    from cnnlab.train.loop import _epochs
+    from cnnlab.train.inputs import plan_epochs as _epochs
 
     monkeypatch.setattr(
         "cnnlab.train.config.recipe_of", lambda name, paper=False: Recipe(epochs=4, min_steps=100)
     )
     monkeypatch.setattr(
-        "cnnlab.train.loop.recipe_of", lambda name, paper=False: Recipe(epochs=4, min_steps=100)
+        "cnnlab.train.inputs.recipe_of", lambda name, paper=False: Recipe(epochs=4, min_steps=100)
     )
     config = apply_recipe(TrainConfig(model="resnet20"))
     assert config.min_steps == 100 and _epochs(config, 31, []) == 4  # 124 steps: enough

@@ -323,7 +323,7 @@ def test_which_runs_take_random_resized_crops(folder):
     from cnnlab.errors import CnnlabError
     from cnnlab.models import create_model
     from cnnlab.train.config import TrainConfig
-    from cnnlab.train.loop import _resized_crop_side
+    from cnnlab.train.inputs import resized_crop_side as _resized_crop_side
 
     def side(height: int = 96, model: str = "simple_cnn", resized: bool = False, **config) -> int | None:
         images = torch.zeros(2, 3, height, height + 16, dtype=torch.uint8)

@@ -134,7 +134,7 @@ def test_schedules_warm_up_peak_and_decay(schedule):
     [(4000, 12, False), (1400, 36, True), (300, 180, True)],  # 31, 10 and 2 steps an epoch at batch 128
 )
 def test_a_small_dataset_gets_the_minimum_number_of_steps(images, epochs, said):
-    from cnnlab.train.loop import _epochs
+    from cnnlab.train.inputs import plan_epochs as _epochs
 
     notes: list[str] = []
     steps_per_epoch = max(1, images // 128)

@@ -31,6 +31,7 @@ class DataInfo:
     hflip: bool = True
     train_size: int = 0
     test_size: int = 0
+    val_size: int = 0  # held out of the training set (--val-fraction)
     resize_size: int | None = None  # shorter side before the centre crop (a converted ImageNet model)
     interpolation: str = "bilinear"
 

@@ -223,15 +223,22 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     return model.to(device).eval()
 
 
+def held_out(row: dict[str, float]) -> str:
+    """The set a row of metrics.csv evaluates each epoch: "val" with a validation split, else "test"."""
+    return "val" if "val_acc" in row else "test"
+
+
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
+    held = held_out(rows[0])
+    label = {"val": "validation", "test": "test"}[held]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in rows], "s-", label="test")
+    ax_loss.plot(epochs, [r[f"{held}_loss"] for r in rows], "s-", label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss", yscale="log")
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train")
-    ax_acc.plot(epochs, [100 * r["test_acc"] for r in rows], "s-", label="test")
+    ax_acc.plot(epochs, [100 * r[f"{held}_acc"] for r in rows], "s-", label=label)
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -50,20 +50,38 @@ def seed_int(text: str) -> int:
 
 
 JSON = _parent(lambda p: p.add_argument("--json", action="store_true", help="print one JSON object"))
-SEED = _parent(lambda p: p.add_argument("--seed", type=seed_int, default=0))
-# No default for --data: "not given" means the run's own dataset for a run, and mnist5k otherwise. A verb
-# with another default resolves None itself, since set_defaults would rewrite the action all verbs share.
-DATA = _parent(
-    lambda p: p.add_argument(
+
+
+def _seed(p: argparse.ArgumentParser, default: Any = 0) -> None:
+    p.add_argument("--seed", type=seed_int, default=default)
+
+
+def _data(p: argparse.ArgumentParser, default: Any = None) -> None:
+    p.add_argument(
         "--data",
+        default=default,
         help="mnist5k, cifar10, cifar100, mnist, fashion_mnist, or a path (image folder, CIFAR, IDX); "
         "default: a run's own dataset, else mnist5k",
-    ),
-    lambda p: p.add_argument(
-        "--data-root", help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)"
-    ),
-)
-DEVICE = _parent(lambda p: p.add_argument("--device", choices=DEVICES, default="auto"))
+    )
+    p.add_argument(
+        "--data-root",
+        default=default,
+        help="where named datasets live or are downloaded (default ./data or $CNNLAB_DATA)",
+    )
+
+
+def _device(p: argparse.ArgumentParser, default: Any = "auto") -> None:
+    p.add_argument("--device", choices=DEVICES, default=default)
+
+
+SEED = _parent(_seed)
+# No default for --data: "not given" means the run's own dataset for a run, and mnist5k otherwise. A verb
+# with another default resolves None itself, since set_defaults would rewrite the action all verbs share.
+DATA = _parent(_data)
+DEVICE = _parent(_device)
+# `train`'s own copies leave an option that is not given out of the parsed arguments, as all its
+# options do: a --config file sets what the flags leave.
+TRAIN_SHARED = _parent(*(lambda p, add=add: add(p, argparse.SUPPRESS) for add in (_data, _seed, _device)))
 # The engine that runs a trained model, and in which precision: see cnnlab.infer.
 INFER = _parent(
     lambda p: p.add_argument(

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import CnnlabError
-from .common import DATA, DEVICE, SEED
+from .common import TRAIN_SHARED
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -30,20 +30,22 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     from ..train import TrainConfig, fit, resume
+    from ..train.config_file import read_config_file
 
-    if args.resume and args.init:
+    if args.resume and "init" in args:
         raise CnnlabError("--init starts a new run and --resume continues one: give one of them, not both")
     if args.resume:
         resume(args.resume, live=False if args.no_progress else None)
         return
 
-    # Every flag of `train` is named after the TrainConfig field it sets; a --data not given is the
-    # config's own default.
+    # Every flag of `train` is named after the TrainConfig field it sets, and only the flags given are
+    # in ``args`` (see ``add``): a recipe file sets the rest, and the config's defaults what it leaves.
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and not (k == "data" and v is None)}
-    config = TrainConfig(
-        **given, download=not args.no_download, model_kwargs=parse_model_args(args.model_arg)
-    )
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    values = read_config_file(args.config) if args.config else {}
+    model_kwargs = values.pop("model_kwargs", {}) | parse_model_args(args.model_arg)
+    download = values.pop("download", True) and not args.no_download
+    config = TrainConfig(**(values | given), download=download, model_kwargs=model_kwargs)
     fit(config, live=False if args.no_progress else None)  # prints its own progress and result
 
 
@@ -52,7 +54,12 @@ def show(result: Any, args: argparse.Namespace) -> None:  # never called: run pr
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        default=False,
+        help="never download; fail if the data is missing",
+    )
     p.add_argument(
         "--strict",
         action="store_true",
@@ -80,7 +87,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
+def _add_optimization_options(p: argparse.ArgumentParser) -> None:
     from ..runtime import PRECISIONS
     from ..train.config import CROPS, RESIZED_MIN_SIDE
 
@@ -106,12 +113,11 @@ def _add_optimization_options(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument(
         "--crop",
         choices=CROPS,
-        default=d.crop,
         help=f"resized: random resized crops (ImageNet's), evaluated on the centre crop; pad: padded crops; "
         f"auto: resized on images of at least {RESIZED_MIN_SIDE} pixels (default)",
     )
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument("--precision", choices=PRECISIONS, help="default auto: bf16 where the hardware has it")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -134,7 +140,6 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--recipe",
         choices=RECIPES,
-        default="default",
         help="which of the model's recipes gives the settings below when not given: its default one, or "
         "its paper's (the paper's batch, epochs and schedule; docs/papers.md lists them)",
     )
@@ -183,12 +188,13 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
 
 
 def add(sub: Any) -> None:
-    from ..train.config import DEFAULT_MODEL, TrainConfig
+    from ..train.config import DEFAULT_MODEL
 
-    d = TrainConfig()  # --seed and --device come with the parents' defaults, 0 and auto, as TrainConfig's
     p = sub.add_parser(
         "train",
-        parents=[DATA, SEED, DEVICE],
+        parents=[TRAIN_SHARED],
+        # A setting not given stays out of the parsed arguments, so that a --config file can set it.
+        argument_default=argparse.SUPPRESS,
         help="train a model and write a run directory",
         description="Train a model; with no arguments, ResNet-20 on the embedded mnist5k digits.",
     )
@@ -197,7 +203,7 @@ def add(sub: Any) -> None:
         help=f"a registered model (default {DEFAULT_MODEL}, or the --init run's; see `cnnlab models`)",
     )
     _add_data_options(p)
-    _add_optimization_options(p, d)
+    _add_optimization_options(p)
     _add_recipe_options(p)
     p.add_argument(
         "--init",
@@ -205,10 +211,54 @@ def add(sub: Any) -> None:
         help="start from the weights of RUN_DIR (a trained or converted run); layers whose shape depends "
         "on the number of classes get a new initialisation",
     )
-    p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal")
+    _add_selection_options(p)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a recipe file, YAML or JSON, of these settings (keys as the flags, e.g. weight_decay: 5e-4); "
+        "the flags given win; a run's config.json repeats that run",
+    )
+    p.add_argument("--no-progress", action="store_true", default=False, help="plain lines even on a terminal")
     p.add_argument(
         "--resume",
+        default=None,
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint, with its own settings",
     )
     p.set_defaults(func=run, show=show)
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    """Validation, the weights kept, mixing and logging: all off by default."""
+    from ..train.config import KEEPS
+    from ..train.logger import LOGS
+
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="hold this stratified share of the training set out for validation (a function of --seed); "
+        "each epoch is evaluated on it, and the test set once, at the end",
+    )
+    p.add_argument(
+        "--keep",
+        choices=KEEPS,
+        help="the weights saved and tested: the last epoch's (default), or the best on validation",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        metavar="EPOCHS",
+        help="stop after this many epochs without a better validation accuracy (needs --val-fraction)",
+    )
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp with Beta(ALPHA, ALPHA), e.g. 0.2")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(ALPHA, ALPHA), e.g. 1.0")
+    p.add_argument(
+        "--log",
+        choices=LOGS,
+        help="also write TensorBoard event files into RUN_DIR/tensorboard (needs cnnlab[tensorboard])",
+    )
+    p.add_argument(
+        "--log-every", type=int, metavar="STEPS", help="optimizer steps between logged losses (default 50)"
+    )

@@ -48,11 +48,16 @@ def plan_epoch(
     hflip: bool,
     shuffle: bool = True,
     resized: tuple[int, int, int] | None = None,
+    subset: torch.Tensor | None = None,
 ) -> EpochPlan:
     """The epoch's plan; with ``resized`` = (height, width, size), random resized crops of images
-    stored at height x width, to size x size, replace the padded crops."""
+    stored at height x width, to size x size, replace the padded crops. ``subset``: the indices the
+    epoch visits (the training part of a validation split); crops and flips are still drawn for all n
+    samples, so each sample's own draws do not depend on the split."""
     g = epoch_generator(seed, epoch)
     order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    if subset is not None:
+        order = subset[order[order < len(subset)]] if shuffle else subset
     offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=g)
     flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
     if resized is None:  # drawn after the rest, so that a plan with padded crops stays as it was
@@ -162,6 +167,15 @@ def batches(
     """Yield (uint8 images, labels) batches; with a plan, shuffled and augmented by it. Data-parallel,
     each of ``ranks`` processes gathers only its contiguous slice (``rank``) of every global batch."""
     order = plan.order if plan is not None else torch.arange(len(labels))
+    for idx in batch_indices(order, batch_size, drop_last, rank, ranks):
+        yield augmented(images, idx, plan), labels[idx]
+
+
+def batch_indices(
+    order: torch.Tensor, batch_size: int, drop_last: bool = False, rank: int = 0, ranks: int = 1
+) -> Iterator[torch.Tensor]:
+    """The sample indices of each batch, in ``order``; data-parallel, this ``rank``'s contiguous slice
+    of every global batch."""
     n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
@@ -169,12 +183,17 @@ def batches(
         if ranks > 1:
             part = len(idx) // ranks
             idx = idx[rank * part : (rank + 1) * part]
-        x = images[idx]
-        if plan is not None and plan.boxes is not None:
-            x = resized_crop(x, plan.boxes[idx], plan.flips[idx], plan.size)  # type: ignore[arg-type]
-        elif plan is not None:
-            x = hflip(random_crop(x, plan.offsets[idx], plan.padding), plan.flips[idx])
-        yield x, labels[idx]
+        yield idx
+
+
+def augmented(images: torch.Tensor, idx: torch.Tensor, plan: EpochPlan | None) -> torch.Tensor:
+    """The images at ``idx``, cropped and flipped as the plan draws them for those samples."""
+    x = images[idx]
+    if plan is not None and plan.boxes is not None:
+        return resized_crop(x, plan.boxes[idx], plan.flips[idx], plan.size)  # type: ignore[arg-type]
+    if plan is not None:
+        return hflip(random_crop(x, plan.offsets[idx], plan.padding), plan.flips[idx])
+    return x
 
 
 def prefetched(items: Iterable[T]) -> Iterator[T]:

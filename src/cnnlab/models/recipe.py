@@ -54,6 +54,8 @@ class Recipe:
     gamma: float = 0.1  # "step" and "exponential": the factor of each decay
     decay_every: float | None = None  # "exponential": epochs between decays, counted after the warm-up
     warmup_factor: float | None = None  # None: warm up linearly from ~0; else hold this fraction of lr
+    mixup: float | None = None  # MixUp's Beta alpha (data/mix.py); None: off
+    cutmix: float | None = None  # CutMix's Beta alpha; None: off
     data: str | None = None  # a paper recipe's dataset: a cnnlab dataset name, or "imagenet"
     reports: str | None = None  # the number the paper reports for this model, with its table
     source: str | None = None  # the paper and the section that gives the recipe

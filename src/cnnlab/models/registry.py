@@ -163,6 +163,12 @@ class _InputCheck:
         check_input_size(module, self.name, x.shape)
 
 
+def model_paper(name: str) -> str:
+    """The first paragraph of the model's family module, which names its paper."""
+    doc = sys.modules[_entrypoint(name).__module__].__doc__ or ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
 def model_description(name: str) -> str:
     """One paragraph: the builder's docstring, else the first paragraph of its family's docstring."""
     builder = _entrypoint(name)

@@ -10,11 +10,15 @@ from typing import Any
 from ..errors import CnnlabError
 from ..models import recipe_of
 from ..models.recipe import FIELDS as RECIPE_FIELDS
-from .schedule import scaled_lr
+from ..models.recipe import OPTIMIZERS
+from ..runtime import PRECISIONS
+from .logger import LOGS
+from .schedule import SCHEDULES, scaled_lr
 
 RECIPES = ("default", "paper")  # --recipe: the model's default recipe, or its paper's
+KEEPS = ("last", "best")  # --keep: the last epoch's weights, or those best on validation
 
-CROPS = ("auto", "pad", "resized")  # --crop: see loop._resized_crop_side
+CROPS = ("auto", "pad", "resized")  # --crop: see inputs.resized_crop_side
 RESIZED_MIN_SIDE = 96  # "auto" takes random resized crops of images at least this large
 CROP_FRACTION = 0.875  # the crop's side over the stored side: ImageNet's 224 of 256
 DEFAULT_MODEL = "resnet20"
@@ -63,9 +67,27 @@ class TrainConfig:
     strict: bool = False  # an unreadable image in an image folder fails the run instead of being skipped
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init: str | None = None  # a run directory whose weights start the training (finetune.py)
+    mixup: float | None = None  # MixUp's Beta alpha (data/mix.py); None or 0: off, unless the recipe's
+    cutmix: float | None = None  # CutMix's Beta alpha; None or 0: off, unless the recipe's
+    val_fraction: float | None = None  # held out of the training set, stratified (data/split.py)
+    keep: str = "last"  # KEEPS: "best" keeps the epoch with the best validation accuracy
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    log: str | None = None  # logger.LOGS: event files besides metrics.csv
+    log_every: int = 50  # optimizer steps between two logged losses and rates
 
     def check(self) -> None:
-        """Each setting in its range, or one line naming the flag (NaN and inf fail every range)."""
+        """Each setting in its range and the settings consistent together, or one line naming the flag."""
+        self.check_each()
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            raise CnnlabError("--optimizer nesterov needs a momentum above 0 (without one, --optimizer sgd)")
+        for name, value in (("--keep best", self.keep == "best"), ("--patience", self.patience)):
+            if value and self.val_fraction is None:
+                raise CnnlabError(f"{name} chooses by the validation set: give --val-fraction too, e.g. 0.1")
+        if self.schedule == "exponential" and self.decay_every is None:
+            raise CnnlabError("--schedule exponential needs --decay-every (epochs between decays)")
+
+    def check_each(self) -> None:
+        """Each setting in its range or among its choices (NaN and inf fail every range)."""
         # (value, lowest, highest, whether the lowest itself is refused, whether the highest is)
         ranges: dict[str, tuple[float | None, float, float, bool, bool]] = {
             "epochs": (self.epochs, 1, 1_000_000, False, False),
@@ -84,6 +106,12 @@ class TrainConfig:
             "gamma": (self.gamma, 0, 1, True, False),
             "decay_every": (self.decay_every, 0, 1_000_000, True, False),
             "warmup_factor": (self.warmup_factor, 0, 1, True, False),
+            "mixup": (self.mixup, 0, 1000, False, False),
+            "cutmix": (self.cutmix, 0, 1000, False, False),
+            "val_fraction": (self.val_fraction, 0, 1, True, True),
+            "patience": (self.patience, 1, 1_000_000, False, False),
+            "log_every": (self.log_every, 1, 10**9, False, False),
+            "seed": (self.seed, -(2**63), 2**64 - 1, False, False),  # what torch.manual_seed takes
         }
         for name, (value, low, high, low_open, high_open) in ranges.items():
             if value is None:
@@ -93,21 +121,27 @@ class TrainConfig:
             if not (above and below):
                 interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
                 raise CnnlabError(f"--{name.replace('_', '-')} must be in {interval}, got {value}")
-        if self.optimizer == "nesterov" and self.momentum == 0:
-            raise CnnlabError("--optimizer nesterov needs a momentum above 0 (without one, --optimizer sgd)")
-        self._check_schedule()
-
-    def _check_schedule(self) -> None:
-        if self.crop not in CROPS:
-            raise CnnlabError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
-        if self.recipe not in RECIPES:
-            raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                flag = f"--{name.replace('_', '-')}"
+                raise CnnlabError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
         if self.milestones is not None:
             ms = list(self.milestones)
             if not all(0 < m < 1 for m in ms) or ms != sorted(ms):
                 raise CnnlabError(f"--milestones must be increasing fractions of the run in (0, 1), got {ms}")
-        if self.schedule == "exponential" and self.decay_every is None:
-            raise CnnlabError("--schedule exponential needs --decay-every (epochs between decays)")
+
+
+# The settings that take one of a few names; the CLI offers the same ones.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "crop": CROPS,
+    "recipe": RECIPES,
+    "keep": KEEPS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "precision": PRECISIONS,
+    "log": LOGS,
+}
 
 
 def apply_recipe(config: TrainConfig) -> TrainConfig:

@@ -4,6 +4,7 @@ size leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -17,24 +18,27 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .. import data as datasets
 from .. import rundir
 from ..data.augment import Normalize, centre_crop, plan_epoch
 from ..data.base import Dataset
+from ..data.mix import plan_mix
+from ..data.split import stratified_split
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import AUX_WEIGHT
-from ..models import check_input_size, create_model, min_input_size, paper_recipe_of, recipe_of
+from ..models import check_input_size, create_model
 from ..models.recipe import DEFAULT as DEFAULT_RECIPE
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
 from ..text import first_line
-from . import finetune
-from .config import CROP_FRACTION, DEFAULT_MODEL, RECIPE_FIELDS, RESIZED_MIN_SIDE, TrainConfig, apply_recipe
+from . import card, finetune, inputs
+from .config import DEFAULT_MODEL, RECIPE_FIELDS, TrainConfig, apply_recipe
 from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
+from .logger import StepLog, check_available
 from .progress import TrainProgress
 from .schedule import load_scheduler_state, make_optimizer, restore_rates
+from .selection import Selection
 
 # Called with the model and the epoch just trained (0: before training); see ``fit``.
 Observer = Callable[[nn.Module, int], dict[str, Any]]
@@ -140,6 +144,10 @@ class Session:
     steps_per_epoch: int
     init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
     notes: list[str] = field(default_factory=list)  # what was decided for the user, said once
+    train_idx: torch.Tensor | None = None  # with a validation split, the training part; None: all
+    val: tuple[torch.Tensor, torch.Tensor] | None = None  # the held-out images and labels
+    selection: Selection = field(default_factory=Selection)
+    log: StepLog | None = None  # --log: event files, written by rank 0
 
     @property
     def kept(self) -> nn.Module:
@@ -157,6 +165,10 @@ class Session:
     @property
     def test_images(self) -> torch.Tensor:
         return centre_crop(self.data.test_images, self.crop_side) if self.crop_side else self.data.test_images
+
+    @property
+    def train_size(self) -> int:
+        return len(self.data.train_labels) if self.train_idx is None else len(self.train_idx)
 
 
 def _input_size(data: Dataset, crop_side: int | None) -> tuple[int, int, int]:
@@ -182,24 +194,38 @@ def _fit(
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)
     observed = [_observe(observe, s, len(rows))] if observe and world.main else []
-    with TrainProgress(s.epochs, live=live, quiet=quiet) as progress:
+    s.log = StepLog(s.run_dir, s.steps_per_epoch, config.log_every) if config.log and world.main else None
+    closing_log = contextlib.closing(s.log) if s.log else contextlib.nullcontext()
+    with TrainProgress(s.epochs, live=live, quiet=quiet) as progress, closing_log:
         _announce(s, progress, resumed_after=len(rows))
         for epoch in range(len(rows) + 1, s.epochs + 1):
+            if s.selection.stops(rows):
+                break
             rows.append(_epoch(s, epoch, progress))
+            s.selection.after_epoch(rows, s.kept)
             if world.main:
                 rundir.write_metrics(s.run_dir / rundir.METRICS, rows)
                 rundir.save_checkpoint(_checkpoint(s, epoch, rows), s.run_dir / rundir.CHECKPOINT)
+                if s.log:
+                    s.log.epoch(rows[-1])
                 if observe:
                     observed.append(_observe(observe, s, epoch))
             progress.end_epoch(rows[-1])
         result = _finish(s, rows, time.perf_counter() - started)
-        progress.print(
-            f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) "
-            f"in {result['train_time_s']:.1f}s; results in {s.run_dir}"
-        )
+        progress.print(_closing_line(result, s.run_dir))
     if observe:
         result = {**result, "observed": observed}
     return result
+
+
+def _closing_line(result: dict[str, Any], run_dir: Path) -> str:
+    kept = result["kept"]
+    which = f"; weights of epoch {kept['epoch']}, the best on validation" if kept["weights"] == "best" else ""
+    stopped = f"; stopped early after epoch {result['epochs']}" if kept["stopped_early"] else ""
+    return (
+        f"test accuracy {100 * result['test_acc']:.2f}% (top-5 {100 * result['test_top5']:.2f}%) in "
+        f"{result['train_time_s']:.1f}s{which}{stopped}; results in {run_dir}"
+    )
 
 
 def _observe(observe: Observer, s: Session, epoch: int) -> dict[str, Any]:
@@ -211,11 +237,12 @@ def _observe(observe: Observer, s: Session, epoch: int) -> dict[str, Any]:
 def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str) -> Session:
     """Data, model and optimizer, every check done before the run directory is created."""
     local_batch(config.batch_size, world)
+    check_available(config.log)
     device = resolve_device(device_name)
     dtype = resolve_precision(config.precision, device)
-    data, notes, resized_up = _load_data(config)
+    data, notes, resized_up = inputs.load_data(config)
     if config.recipe == "paper":
-        notes += _paper_notes(config, data)
+        notes += inputs.paper_notes(config, data)
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
@@ -225,7 +252,7 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    crop_side = _resized_crop_side(config, data, model, resized_up, notes)
+    crop_side = inputs.resized_crop_side(config, data, model, resized_up, notes)
     check_input(model, config.model, _input_size(data, crop_side), device)
     run_dir = Path(config.out) if config.out else default_run_dir(config.model, data.name)
     if not resuming:
@@ -245,112 +272,30 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     crops = getattr(model, "translation_invariant", True)
     padding = config.padding if config.padding is not None else max(1, data.image_size[0] // 8) * crops
     padding = 0 if crop_side else padding
-    steps_per_epoch = max(1, len(data.train_labels) // config.batch_size)
+    train_idx, val = _validation_split(config, data, crop_side)
+    steps_per_epoch = max(
+        1, (len(data.train_labels) if train_idx is None else len(train_idx)) // config.batch_size
+    )
     # Storing the training set twice would change nothing.
-    epochs = 1 if nonparametric else _epochs(config, steps_per_epoch, notes)
+    epochs = 1 if nonparametric else inputs.plan_epochs(config, steps_per_epoch, notes)
     return Session(
         config=config, world=world, device=device, dtype=dtype, data=data, model=model, trained=model,
         memory_format=memory_format, run_dir=run_dir, normalize=Normalize(data.mean, data.std).to(device),
         opt=None if nonparametric else _optimization(model, config, epochs, steps_per_epoch, dtype, device),
         epochs=epochs, padding=padding, crop_side=crop_side, steps_per_epoch=steps_per_epoch, init=init,
-        notes=notes,
+        notes=notes, train_idx=train_idx, val=val, selection=Selection(config.keep, config.patience),
     )  # fmt: skip
 
 
-def _load_data(config: TrainConfig) -> tuple[Dataset, list[str], bool]:
-    """The dataset as the model takes it: images smaller than its minimum side are resized up to it
-    (an explicit --image-size wins), and flipped or not as --hflip says; a line for each change, and
-    whether the images were resized up."""
-    data = datasets.load(
-        config.data,
-        root=config.data_root,
-        download=config.download,
-        image_size=config.image_size,
-        strict=config.strict,
-        cache=True,
-    )
-    notes: list[str] = []
-    resized_up = False
-    if config.image_size is None:
-        with torch.device("meta"):  # its minimum side only: no memory, no initialization
-            probe = create_model(
-                config.model, num_classes=data.num_classes, in_chans=data.in_chans, **config.model_kwargs
-            )
-        minimum = min_input_size(probe)
-        recipe_side = recipe_of(config.model, paper=config.recipe == "paper").image_size  # type: ignore[arg-type]
-        wanted = recipe_side or minimum
-        if min(data.image_size) < wanted:
-            side = -(-max(wanted, minimum) // 8) * 8  # a multiple of 8 keeps the strided stages' maps whole
-            notes.append(
-                f"{data.name}'s {'x'.join(map(str, data.image_size))} images are smaller than {config.model} "
-                f"trains on ({wanted}x{wanted}): resized to {side}x{side} (--image-size chooses another side)"
-            )
-            if recipe_side:
-                config.from_recipe.append("image_size")
-            config.image_size = side  # recorded in config.json: a resumed run and `eval` resize alike
-            data = datasets.resize(data, side)
-            resized_up = True
-    if config.hflip is not None:
-        data = dataclasses.replace(data, hflip=config.hflip)
-    return data, notes, resized_up
-
-
-def _resized_crop_side(
-    config: TrainConfig, data: Dataset, model: nn.Module, resized: bool, notes: list[str]
-) -> int | None:
-    """The side of random resized crops, where the run takes them: ``--crop resized``, or ``auto`` on
-    the images of a store, or of a folder kept at its own size, of at least RESIZED_MIN_SIDE pixels:
-    images resized by the run (up to the model's size, or to --image-size) may have no detail to crop
-    into. Never for k-NN or a model without translation invariance. ImageNet crops 224 from images
-    resized to 256: the same 0.875 of the stored side, in multiples of 8."""
-    side = min(data.image_size)
-    kind = datasets.source_kind(config.data)
-    if config.crop == "resized" and kind not in ("store", "folder"):
-        raise CnnlabError(
-            f"--crop resized takes crops of images larger than the model's input, and {config.data}'s are "
-            "small: train on an image folder or a store (cnnlab data pack --size) instead"
-        )
-    own_size = not resized and (kind == "store" or config.image_size is None)
-    auto = config.crop == "auto" and kind in ("store", "folder") and own_size and side >= RESIZED_MIN_SIDE
-    if not (config.crop == "resized" or auto):
-        return None
-    if getattr(model, "is_nonparametric", False) or not getattr(model, "translation_invariant", True):
-        if config.crop == "resized":
-            notes.append(f"--crop resized does not apply to {config.model}: it trains on whole images")
-        return None
-    crop = min(side, max(min_input_size(model), int(CROP_FRACTION * side / 8 + 0.5) * 8))
-    size = "x".join(map(str, data.image_size))
-    notes.append(
-        f"random resized crops of the {size} images at {crop}x{crop}, evaluated on the centre "
-        f"{crop}x{crop} (--crop pad trains on padded crops at {size})"
-    )
-    return crop
-
-
-def _paper_notes(config: TrainConfig, data: Dataset) -> list[str]:
-    """Where the paper's recipe meets other data than the paper's: said once, not refused."""
-    paper = paper_recipe_of(config.model)  # type: ignore[arg-type]
-    if paper is None or paper.data is None or paper.data == data.name:
-        return []
-    return [f"{config.model}'s paper recipe is the one for {paper.data}; this run trains on {data.name}"]
-
-
-def _epochs(config: TrainConfig, steps_per_epoch: int, notes: list[str]) -> int:
-    """--epochs, or the recipe's epochs raised so that a small dataset gets at least min_steps steps:
-    an epoch count tuned on one dataset starves a smaller one of optimizer steps. A paper's recipe
-    keeps the paper's epochs: reproducing it is the point."""
-    if config.epochs is not None:
-        return config.epochs
-    if config.recipe == "paper":
-        return recipe_of(config.model, paper=True).epochs  # type: ignore[arg-type]
-    planned = recipe_of(config.model).epochs  # type: ignore[arg-type]
-    epochs = max(planned, -(-config.min_steps // steps_per_epoch))
-    if epochs > planned:
-        notes.append(
-            f"{epochs} epochs of {steps_per_epoch} steps, for at least {config.min_steps} optimizer steps "
-            "on this small dataset (--epochs chooses)"
-        )
-    return epochs
+def _validation_split(
+    config: TrainConfig, data: Dataset, crop_side: int | None
+) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(training indices, (validation images, labels)) with --val-fraction, else (None, None)."""
+    if config.val_fraction is None:
+        return None, None
+    train_idx, val_idx = stratified_split(data.train_labels, config.val_fraction, config.seed)
+    images = data.train_images[val_idx]
+    return train_idx, (centre_crop(images, crop_side) if crop_side else images, data.train_labels[val_idx])
 
 
 def _optimization(
@@ -393,6 +338,7 @@ def _restore(s: Session) -> list[dict[str, float]]:
         s.opt.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     s.init = state.get("init")  # what the interrupted run took from its init run, for result.json
+    s.selection.best = state.get("best")
     return state["metrics"]
 
 
@@ -403,7 +349,8 @@ def _run_config(s: Session) -> RunConfig:
         params=s.params,
         data=DataInfo(name=d.name, source=str(c.data), classes=d.classes, mean=list(d.mean),
                       std=list(d.std), input_size=list(s.input_size), hflip=d.hflip,
-                      train_size=len(d.train_labels), test_size=len(d.test_labels),
+                      train_size=s.train_size, val_size=len(s.val[1]) if s.val else 0,
+                      test_size=len(d.test_labels),
                       resize_size=min(d.image_size) if s.crop_side else None),
         train={**asdict(c), "epochs": s.epochs, "padding": s.padding},
         device=str(s.device), precision=precision_name(s.dtype),
@@ -416,8 +363,9 @@ def _announce(s: Session, progress: TrainProgress, resumed_after: int) -> None:
     recipe = "indexing the training set" if s.opt is None else f"lr {s.opt.lr:g}, batch {c.batch_size}"
     recipe += ", the paper's recipe" if c.recipe == "paper" and s.opt is not None else ""
     progress.print(
-        f"training {c.model} ({s.params:,} parameters) on {d.name}: {len(d.train_labels):,} "
-        f"training and {len(d.test_labels):,} test images of {'x'.join(map(str, s.input_size))}, "
+        f"training {c.model} ({s.params:,} parameters) on {d.name}: {s.train_size:,} training"
+        f"{f', {len(s.val[1]):,} validation' if s.val else ''} and {len(d.test_labels):,} test images of "
+        f"{'x'.join(map(str, s.input_size))}, "
         f"{d.num_classes} classes; {s.device}, {precision_name(s.dtype)}, {recipe}; writing {s.run_dir}"
     )
     for note in s.notes:
@@ -429,29 +377,34 @@ def _announce(s: Session, progress: TrainProgress, resumed_after: int) -> None:
 
 
 def _epoch(s: Session, epoch: int, progress: TrainProgress) -> dict[str, float]:
-    """Train one epoch, then evaluate: the epoch's row of metrics.csv."""
-    n = len(s.data.train_labels)
-    progress.start_epoch(epoch, n if s.opt is None else s.steps_per_epoch * s.config.batch_size)
+    """Train one epoch, then evaluate on the validation set if there is one, else on the test set:
+    the epoch's row of metrics.csv."""
+    progress.start_epoch(epoch, s.train_size if s.opt is None else s.steps_per_epoch * s.config.batch_size)
     start = time.perf_counter()
     if s.opt is None:
         loss, acc, seen, data_seconds = index_epoch(
-            s.model, s.data, s.normalize, s.config.batch_size, s.device, progress
+            s.model, s.data, s.normalize, s.config.batch_size, s.device, progress, s.train_idx
         )
     else:
+        c = s.config
         resized = (*s.data.image_size, s.crop_side) if s.crop_side else None
-        plan = plan_epoch(n, s.config.seed, epoch, s.padding, s.data.hflip, resized=resized)  # type: ignore[arg-type]
+        n = len(s.data.train_labels)
+        plan = plan_epoch(n, c.seed, epoch, s.padding, s.data.hflip, resized=resized, subset=s.train_idx)  # type: ignore[arg-type]
+        mix = None
+        if c.mixup or c.cutmix:
+            size = (s.crop_side, s.crop_side) if s.crop_side else s.data.image_size
+            mix = plan_mix(plan.order, n, c.seed, epoch, size, c.mixup, c.cutmix)  # type: ignore[arg-type]
         loss, acc, seen, data_seconds = train_epoch(
-            s.trained, s.data, plan, s.normalize, s.opt, s.config.batch_size, s.config.label_smoothing or 0.0,
-            s.device, s.dtype, progress, epoch, s.memory_format, s.world,
+            s.trained, s.data, plan, s.normalize, s.opt, c.batch_size, c.label_smoothing or 0.0,  # type: ignore[arg-type]
+            s.device, s.dtype, progress, epoch, s.memory_format, s.world, mix, s.log,
         )  # fmt: skip
     train_seconds = time.perf_counter() - start
+    held, (images, labels) = ("val", s.val) if s.val else ("test", (s.test_images, s.data.test_labels))
     # Evaluated in fp32 whatever the training precision, so `cnnlab eval` reproduces it exactly.
-    test = evaluate(
-        s.kept, s.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
-    )
+    m = evaluate(s.kept, images, labels, s.normalize, s.device, memory_format=s.memory_format)
     return {
-        "epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test["loss"],
-        "test_acc": test["top1"], "test_top5": test["top5"],
+        "epoch": epoch, "train_loss": loss, "train_acc": acc, f"{held}_loss": m["loss"],
+        f"{held}_acc": m["top1"], f"{held}_top5": m["top5"],
         "lr": s.opt.optimizer.param_groups[0]["lr"] if s.opt else 0.0,
         "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
         "images_per_s": seen / train_seconds, "data_fraction": data_seconds / train_seconds,
@@ -466,24 +419,35 @@ def _checkpoint(s: Session, epoch: int, rows: list[dict[str, float]]) -> dict[st
         "scheduler": opt.scheduler.state_dict() if opt else {},
         "scaler": opt.scaler.state_dict() if opt else {}, "rng": torch.get_rng_state(),
         **({"ema": opt.ema.state_dict()} if opt and opt.ema else {}),
+        **({"best": s.selection.best} if s.selection.best is not None else {}),
         "metrics": rows, **({"init": s.init} if s.init else {}),
     }  # fmt: skip
 
 
 def _finish(s: Session, rows: list[dict[str, float]], train_time: float) -> dict[str, Any]:
-    """result.json's content; rank 0 also writes the weights, the curves and result.json."""
-    last = rows[-1]
+    """result.json's content, on the kept weights; rank 0 also writes the weights, the curves, the
+    model card and result.json. With a validation split the test set is evaluated here, once."""
+    s.selection.restore(s.kept)
+    if s.val:
+        m = evaluate(
+            s.kept, s.test_images, s.data.test_labels, s.normalize, s.device, memory_format=s.memory_format
+        )
+        test = {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["loss"]}
+    else:
+        test = {k: rows[-1][k] for k in ("test_acc", "test_top5", "test_loss")}
     seconds = sum(r["train_seconds"] for r in rows)
     result = {
-        "model": s.config.model, "dataset": s.data.name, "epochs": s.epochs, "test_acc": last["test_acc"],
-        "test_top5": last["test_top5"], "test_loss": last["test_loss"], "train_time_s": round(train_time, 2),
+        "model": s.config.model, "dataset": s.data.name, "epochs": len(rows), **test,
+        "train_time_s": round(train_time, 2),
         "images_per_s": round(sum(r["train_seconds"] * r["images_per_s"] for r in rows) / seconds, 1),
         "data_fraction": round(sum(r["data_fraction"] * r["train_seconds"] for r in rows) / seconds, 4),
         "params": s.params, "precision": precision_name(s.dtype), "device": str(s.device),
-        "seed": s.config.seed, **({"init": s.init} if s.init else {}),
+        "seed": s.config.seed, "kept": s.selection.describe(rows, s.epochs),
+        **({"init": s.init} if s.init else {}),
     }  # fmt: skip
     if s.world.main:
         rundir.save_weights(s.kept, s.run_dir / rundir.WEIGHTS)
         rundir.plot_curves(rows, s.run_dir / rundir.CURVES, f"{s.config.model} on {s.data.name}")
         rundir.write_json(s.run_dir / rundir.RESULT, result)
+        card.write_card(s.run_dir, _run_config(s), result)
     return result

@@ -18,6 +18,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..rundir import held_out
+
 
 class SpeedColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -30,10 +32,11 @@ def format_epoch(row: dict[str, float], epochs: int) -> str:
         if math.isnan(row["train_loss"])
         else f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.2f}%"
     )
+    held = held_out(row)
     return (
         f"epoch {int(row['epoch']):>{len(str(epochs))}}/{epochs}  {train}  "
-        f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:5.2f}% "
-        f"top5 {100 * row['test_top5']:5.2f}%  lr {row['lr']:.4f}  {row['seconds']:.1f}s  "
+        f"{held} loss {row[f'{held}_loss']:.4f} acc {100 * row[f'{held}_acc']:5.2f}% "
+        f"top5 {100 * row[f'{held}_top5']:5.2f}%  lr {row['lr']:.4f}  {row['seconds']:.1f}s  "
         f"{row['images_per_s']:,.0f} img/s"
     )
 
