@@ -16,11 +16,13 @@ from typing import Any as _Any
 
 dependencies = ["torch", "numpy", "PIL", "safetensors", "rich", "matplotlib"]
 
-try:
-    import cnnlab as _cnnlab
-except ImportError:  # a checkout that is not installed: its sources
-    _sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
-    import cnnlab as _cnnlab
+# The checkout's own sources, before any cnnlab installed elsewhere: torch.hub.load(CHECKOUT, ...)
+# means this checkout's models.
+_SRC = _Path(__file__).resolve().parent / "src"
+if (_SRC / "cnnlab").is_dir() and str(_SRC) not in _sys.path:
+    _sys.path.insert(0, str(_SRC))
+
+import cnnlab as _cnnlab  # noqa: E402
 
 _CnnlabError = _cnnlab.CnnlabError
 

@@ -21,7 +21,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_yaml_and_json_give_the_same_settings(tmp_path):
     yaml_text = (
-        "model: resnet20\nweight-decay: 1.0e-4\nlr: 1\nmilestones: [0.5, 0.75]\n"
+        "model: resnet20\nweight-decay: 1e-4\nlr: 1\nmilestones: [0.5, 0.75]\n"
         "model_kwargs: {dropout: 0.1}\nhflip: false\n"
     )
     expected = {"model": "resnet20", "weight_decay": 1e-4, "lr": 1.0, "milestones": [0.5, 0.75],
@@ -54,6 +54,11 @@ def test_yaml_and_json_give_the_same_settings(tmp_path):
         ("- lr\n- 0.1\n", "must hold a mapping of settings (key: value), got list"),
         ("lr: [\n", "is not valid YAML"),
         ("created: 2026-01-01\n", "unknown setting 'created'"),
+        ("data: 2026-13-01\n", "is not valid YAML: month must be in 1..12"),
+        ("lr: !!float abc\n", "is not valid YAML"),
+        ("epochs: " + "1" * 5000 + "\n", "is not valid YAML"),
+        ("milestones: [&a [0.5], *a]\n", "a recipe file takes no aliases"),
+        ("device: cuda:7\n", "--device must be one of auto, cpu, cuda, got 'cuda:7'"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):

@@ -131,15 +131,26 @@ def test_early_stopping_ends_the_run_after_patience_epochs_without_progress(tiny
 
 
 @pytest.mark.slow
-def test_resume_keeps_choosing_as_the_uninterrupted_run(tiny_digits, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # The best epoch is not the last (checked), with the moving average kept and mixing on.
+        {"keep": "best", "patience": 3, "lr": 0.4, "ema_decay": 0.9, "mixup": 0.4, "cutmix": 1.0},
+        # Nothing improves after epoch 1, whose weights come back from the checkpoint: the run stops
+        # after epoch 2, the one trained after resuming.
+        {"keep": "best", "patience": 1, "lr": 1e-9},
+    ],
+    ids=["best-ema-mixed", "stops-early"],
+)
+def test_resume_keeps_choosing_as_the_uninterrupted_run(tiny_digits, tmp_path, monkeypatch, settings):
     from test_recipe import interrupted_at_epoch_2
 
     import cnnlab.train.loop as loop
     from cnnlab.rundir import load_weights
     from cnnlab.train import resume
 
-    settings = {"keep": "best", "patience": 3, "lr": 0.2, "mixup": 0.4, "cutmix": 1.0}
     whole = _train(tiny_digits, tmp_path / "whole", **settings)
+    assert whole["kept"]["epoch"] < whole["epochs"] or whole["kept"]["stopped_early"]
     real = loop._epoch
     monkeypatch.setattr(loop, "_epoch", interrupted_at_epoch_2(real))
     with pytest.raises(KeyboardInterrupt):
@@ -147,8 +158,7 @@ def test_resume_keeps_choosing_as_the_uninterrupted_run(tiny_digits, tmp_path, m
     monkeypatch.setattr(loop, "_epoch", real)
     cut = resume(tmp_path / "cut", quiet=True)
     assert cut["kept"] == whole["kept"] and cut["test_acc"] == whole["test_acc"]
-    a, b = (
-        load_weights(tmp_path / "whole" / "model.safetensors"),
-        load_weights(tmp_path / "cut" / "model.safetensors"),
-    )
+    assert cut["epochs"] == whole["epochs"] == (2 if settings["patience"] == 1 else 4)
+    a = load_weights(tmp_path / "whole" / "model.safetensors")
+    b = load_weights(tmp_path / "cut" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> None:
 
     if args.resume and "init" in args:
         raise CnnlabError("--init starts a new run and --resume continues one: give one of them, not both")
+    if args.resume and args.config:
+        raise CnnlabError("--resume continues a run with its own settings: give it no --config")
     if args.resume:
         resume(args.resume, live=False if args.no_progress else None)
         return

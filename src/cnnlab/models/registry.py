@@ -163,8 +163,8 @@ class _InputCheck:
         check_input_size(module, self.name, x.shape)
 
 
-def model_paper(name: str) -> str:
-    """The first paragraph of the model's family module, which names its paper."""
+def family_description(name: str) -> str:
+    """The first paragraph of the model's family module: the paper, for a family that has one."""
     doc = sys.modules[_entrypoint(name).__module__].__doc__ or ""
     return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import machine
-from ..models import model_paper, paper_recipe_of
+from ..models import family_description, paper_recipe_of
+from ..models.registry import model_description
 from ..runconfig import RunConfig
 from ..rundir import atomic_write
 from .config import TrainConfig
@@ -44,7 +45,8 @@ def _model(config: RunConfig, result: dict[str, Any]) -> str:
         f"# {config.model} on {config.data.name}\n\n"
         f"A cnnlab run: `{config.model}`{f' ({args})' if args else ''}, {config.params:,} parameters, "
         f"{start}, {config.num_classes} classes.\n\n"
-        f"**Paper.** {model_paper(config.model)}"
+        f"**Model.** {model_description(config.model)}\n\n"
+        f"**Family.** {family_description(config.model)}"
     )
 
 

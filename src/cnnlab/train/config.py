@@ -11,7 +11,7 @@ from ..errors import CnnlabError
 from ..models import recipe_of
 from ..models.recipe import FIELDS as RECIPE_FIELDS
 from ..models.recipe import OPTIMIZERS
-from ..runtime import PRECISIONS
+from ..runtime import DEVICES, PRECISIONS
 from .logger import LOGS
 from .schedule import SCHEDULES, scaled_lr
 
@@ -140,6 +140,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "precision": PRECISIONS,
+    "device": DEVICES,  # torchrun's per-process cuda:N is settled apart (distributed.setup)
     "log": LOGS,
 }
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -20,6 +22,24 @@ import yaml
 
 from ..errors import CnnlabError
 from .config import TrainConfig
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML as a recipe needs it: floats as YAML 1.2 and JSON write them (PyYAML's YAML 1.1 reads 5e-4 as
+    text), and no aliases, whose references can make a few hundred bytes expand to millions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "a recipe file takes no aliases (*name)", mark)
+        return super().compose_node(parent, index)
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 MAX_BYTES = 1 << 20  # a recipe is a few hundred bytes; a larger file is not one
 # Set by training itself: a run's config.json has them, a recipe file does not set them.
@@ -66,8 +86,9 @@ def _parse(path: Path, where: str) -> Any:
         # A deeply nested document exhausts either parser's recursion: a bad file, not a bug.
         if path.suffix.lower() == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, RecursionError) as e:
+        return yaml.load(text, Loader=_RecipeLoader)
+    # ValueError: a date such as 2026-13-01, a "!!float abc", an integer of more digits than Python reads.
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, RecursionError, ValueError) as e:
         kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CnnlabError(f"{where} is not valid {kind}: {detail}") from None
@@ -85,11 +106,11 @@ def _name(key: Any, where: str) -> str:
 def _value(name: str, value: Any, where: str) -> Any:
     hint = _HINTS[name]
     if not _fits(value, hint):
-        raise CnnlabError(f"{where}: {name} must be {_describe(hint)}, got {value!r:.60}")
+        raise CnnlabError(f"{where}: {name} must be {_describe(hint)}, got {reprlib.repr(value)}")
     if name == "model_kwargs":
         for key, arg in value.items():
             if not (isinstance(key, str) and key.isidentifier()):
-                raise CnnlabError(f"{where}: model_kwargs has a key that is not a name: {key!r:.60}")
+                raise CnnlabError(f"{where}: model_kwargs has a key that is not a name: {reprlib.repr(key)}")
             if not (
                 isinstance(arg, _SCALARS)
                 or (isinstance(arg, list) and all(isinstance(a, _SCALARS) for a in arg))

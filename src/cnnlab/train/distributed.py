@@ -22,12 +22,15 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ..errors import CnnlabError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,16 @@ def all_sum(values: list[float], world: World, device: torch.device) -> list[flo
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def from_rank_0(obj: T, world: World) -> T:
+    """Rank 0's ``obj`` on every rank: a choice every rank must make alike (stopping early) cannot rest
+    on figures that differ by rank, as evaluations with each rank's own BatchNorm statistics do."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -28,10 +28,13 @@ class StepLog:
     """Writes a run's scalars under ``run_dir/tensorboard``; a step is counted from the first epoch's
     first (1-based), so a resumed run continues its curves where they stopped."""
 
-    def __init__(self, run_dir: Path, steps_per_epoch: int, every: int) -> None:
+    def __init__(self, run_dir: Path, steps_per_epoch: int, every: int, epochs_done: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter  # the optional extra: imported only when asked
 
-        self.writer = SummaryWriter(str(run_dir / LOG_DIR))
+        # A resumed run drops what an interrupted one logged after its last checkpoint: those steps
+        # are trained again.
+        purge = epochs_done * steps_per_epoch + 1 if epochs_done else None
+        self.writer = SummaryWriter(str(run_dir / LOG_DIR), purge_step=purge)
         self.steps_per_epoch, self.every = steps_per_epoch, every
 
     def step(self, epoch: int, step: int, loss: float, lr: float) -> None:

@@ -33,7 +33,7 @@ from ..runtime import channels_last_default, precision_name, resolve_device, res
 from ..text import first_line
 from . import card, finetune, inputs
 from .config import DEFAULT_MODEL, RECIPE_FIELDS, TrainConfig, apply_recipe
-from .distributed import World, convert_sync_batchnorm, local_batch, setup, teardown
+from .distributed import World, convert_sync_batchnorm, from_rank_0, local_batch, setup, teardown
 from .epoch import Optimization, index_epoch, train_epoch
 from .logger import StepLog, check_available
 from .progress import TrainProgress
@@ -194,14 +194,18 @@ def _fit(
     # Seconds of the epochs before an interruption count towards the training time.
     started = time.perf_counter() - sum(r["seconds"] for r in rows)
     observed = [_observe(observe, s, len(rows))] if observe and world.main else []
-    s.log = StepLog(s.run_dir, s.steps_per_epoch, config.log_every) if config.log and world.main else None
+    s.log = (
+        StepLog(s.run_dir, s.steps_per_epoch, config.log_every, len(rows))
+        if config.log and world.main
+        else None
+    )
     closing_log = contextlib.closing(s.log) if s.log else contextlib.nullcontext()
     with TrainProgress(s.epochs, live=live, quiet=quiet) as progress, closing_log:
         _announce(s, progress, resumed_after=len(rows))
         for epoch in range(len(rows) + 1, s.epochs + 1):
             if s.selection.stops(rows):
                 break
-            rows.append(_epoch(s, epoch, progress))
+            rows.append(from_rank_0(_epoch(s, epoch, progress), world))
             s.selection.after_epoch(rows, s.kept)
             if world.main:
                 rundir.write_metrics(s.run_dir / rundir.METRICS, rows)
@@ -448,6 +452,6 @@ def _finish(s: Session, rows: list[dict[str, float]], train_time: float) -> dict
     if s.world.main:
         rundir.save_weights(s.kept, s.run_dir / rundir.WEIGHTS)
         rundir.plot_curves(rows, s.run_dir / rundir.CURVES, f"{s.config.model} on {s.data.name}")
-        rundir.write_json(s.run_dir / rundir.RESULT, result)
         card.write_card(s.run_dir, _run_config(s), result)
+        rundir.write_json(s.run_dir / rundir.RESULT, result)  # last: a run with result.json is finished
     return result

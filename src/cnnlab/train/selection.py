@@ -29,7 +29,8 @@ class Selection:
     def after_epoch(self, rows: list[dict[str, float]], kept: nn.Module) -> None:
         """Copies the kept model's state when the epoch just trained is the best so far."""
         if self.keep == "best" and best_epoch(rows) == rows[-1]["epoch"]:
-            self.best = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+            # On the CPU: the copy should not double the accelerator memory the weights take.
+            self.best = {k: v.detach().to("cpu", copy=True) for k, v in kept.state_dict().items()}
 
     def stops(self, rows: list[dict[str, float]]) -> bool:
         """Whether ``patience`` epochs have passed without a better validation accuracy."""
