@@ -11,13 +11,8 @@ Two families from the paper, built by one class:
   channels (option A). The ``plain`` twins are the same networks with the shortcuts removed, as in
   the paper's degradation experiment (Figure 6).
 
-Deformable variants (Dai et al., "Deformable Convolutional Networks", ICCV 2017) make every 3x3 conv
-of the last stage deformable, as the paper does for ResNet-101's conv5 stage; the offsets start at
-zero, so training begins from the plain network.
-
-SE variants (Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018) put an SE block at the end
-of every residual branch, before the addition, with reduction r = 16; the reduced width C/r is
-rounded to a multiple of 8 (at least 8) as timm's ``seresnet`` does, so the counts equal timm's.
+The class also builds the SE-ResNets (senet.py) and the deformable ResNets (dcn_resnet.py): an SE block
+on every residual branch (``se_reduction``), deformable 3x3 convs in chosen stages (``deform_stages``).
 
 What differs from the paper: in the bottleneck the stride sits on the 3x3 conv rather than the first
 1x1 ("ResNet v1.5", as torchvision does; same parameters, better accuracy), and parameter names follow
@@ -402,92 +397,10 @@ def plain110(**kwargs) -> ResNet:
     return cifar_resnet(110, shortcut="none", **kwargs)
 
 
-# Squeeze-and-Excitation ResNets (Hu, Shen, Sun 2018): an SE block (r = 16) at the end of every
-# residual branch, before the addition.
-@register
-def se_resnet18(**kwargs) -> ResNet:
-    """SE-ResNet-18 (Hu et al. 2018): ResNet-18 with squeeze-and-excitation (reduction 16) on every
-    residual branch."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet34(**kwargs) -> ResNet:
-    """SE-ResNet-34 (Hu et al. 2018): ResNet-34 with squeeze-and-excitation (reduction 16)."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet50(**kwargs) -> ResNet:
-    """SE-ResNet-50 (Hu et al. 2018): ResNet-50 with squeeze-and-excitation (reduction 16) after the
-    last 1x1 conv of every bottleneck; about 10% more parameters for a 1.5-point ImageNet gain."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet101(**kwargs) -> ResNet:
-    """SE-ResNet-101 (Hu et al. 2018): ResNet-101 with squeeze-and-excitation (reduction 16)."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet152(**kwargs) -> ResNet:
-    """SE-ResNet-152 (Hu et al. 2018): ResNet-152 with squeeze-and-excitation (reduction 16)."""
-    return ResNet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet20(**kwargs) -> ResNet:
-    """SE-ResNet-20 for 32x32 images: ResNet-20 with squeeze-and-excitation (reduction 16) in every
-    block."""
-    return cifar_resnet(20, se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet32(**kwargs) -> ResNet:
-    """SE-ResNet-32 for 32x32 images: ResNet-32 with squeeze-and-excitation (reduction 16)."""
-    return cifar_resnet(32, se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet44(**kwargs) -> ResNet:
-    """SE-ResNet-44 for 32x32 images: ResNet-44 with squeeze-and-excitation (reduction 16)."""
-    return cifar_resnet(44, se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet56(**kwargs) -> ResNet:
-    """SE-ResNet-56 for 32x32 images: ResNet-56 with squeeze-and-excitation (reduction 16)."""
-    return cifar_resnet(56, se_reduction=16, **kwargs)
-
-
-@register
-def se_resnet110(**kwargs) -> ResNet:
-    """SE-ResNet-110 for 32x32 images: ResNet-110 with squeeze-and-excitation (reduction 16), the
-    network of the SE paper's CIFAR experiments."""
-    return cifar_resnet(110, se_reduction=16, **kwargs)
-
-
-# Deformable ResNets (Dai et al. 2017): the 3x3 convs of the last stage sample on a learned grid.
-@register
-def dcn_resnet50(**kwargs) -> ResNet:
-    """Deformable ResNet-50 (Dai et al. 2017): ResNet-50 whose three 3x3 convs in the last stage are
-    deformable convolutions with a learned 2D offset per kernel tap, sampled bilinearly; the offsets
-    start at zero, so it begins as ResNet-50."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], deform_stages=(4,), **kwargs)
-
-
-@register
-def dcn_resnet20(**kwargs) -> ResNet:
-    """Deformable ResNet-20 for 32x32 images: ResNet-20 whose six 3x3 convs in the last stage (64
-    channels) are deformable convolutions with learned offsets, zero at the start."""
-    return cifar_resnet(20, deform_stages=(3,), **kwargs)
-
-
 # The papers' recipes (`cnnlab train --recipe paper`; docs/papers.md renders them). He et al. 2016,
 # Sec. 4.2: SGD with momentum 0.9 and weight decay 1e-4 at a batch of 128, lr 0.1 divided by 10 at
 # 32k and 48k iterations, ending at 64k; 4-pixel padding, random 32x32 crops and flips.
-_HE_CIFAR = Recipe(
+HE_CIFAR = Recipe(
     epochs=164,
     optimizer="sgd",
     lr=0.1,
@@ -509,7 +422,7 @@ _HE_CIFAR = Recipe(
 )
 # He et al. 2016, Sec. 3.4: batch 256, lr 0.1 divided by 10 when the error plateaus, up to 60e4
 # iterations, weight decay 1e-4, momentum 0.9, no dropout.
-_HE_IMAGENET = Recipe(
+HE_IMAGENET = Recipe(
     epochs=120,
     optimizer="sgd",
     lr=0.1,
@@ -530,98 +443,40 @@ _HE_IMAGENET = Recipe(
     "colour augmentation and the 10-crop testing of the numbers; cnnlab's bottlenecks stride in the "
     "3x3 conv (v1.5)",
 )
-# Hu et al. 2018, Sec. 5 ("Implementation"; Sec. 5.1 of the journal version): synchronous SGD,
-# momentum 0.9, batch 1024, lr 0.6 divided by 10 every 30 epochs, 100 epochs. Their CIFAR experiments
-# (journal version, Sec. 5.1) train each baseline with the hyper-parameters of its own paper; for
-# ResNet-110 that is He et al.'s pre-activation paper (2016b), whose appendix keeps the recipe of He et
-# al. 2016, Sec. 4.2, and starts every CIFAR run at 0.01 for 400 iterations.
-_HU_IMAGENET = _HE_IMAGENET.replace(
-    epochs=100,
-    lr=0.6,
-    batch_size=1024,
-    milestones=(0.3, 0.6, 0.9),
-    source="Hu et al. 2018, Sec. 5",
-    notes="Weight decay is not stated: cnnlab keeps He et al.'s 1e-4. Not reproduced: the random-size "
-    "crops and aspect ratios of the paper's augmentation",
-)
-_HU_CIFAR = _HE_CIFAR.replace(
-    source="Hu et al. 2018, journal version Sec. 5.1: the baselines' own recipes, He et al. 2016's, Sec. 4.2"
-)
-_NO_SE_CIFAR_NUMBER = "Hu et al. train ResNet-110 and ResNet-164 on CIFAR, not this depth"
 _PLAIN = "no number: Figure 6 (left) plots the CIFAR-10 error of plain-20 to plain-56, higher the deeper"
 
 PAPER_RECIPE = {
-    "resnet18": _HE_IMAGENET.replace(
+    "resnet18": HE_IMAGENET.replace(
         reports="ImageNet val top-1 error 27.88%, 10-crop (Table 2; the paper's ResNet-18 has "
         "zero-padding shortcuts, option A, cnnlab's projections, B)"
     ),
-    "resnet34": _HE_IMAGENET.replace(
+    "resnet34": HE_IMAGENET.replace(
         reports="ImageNet val top-1/top-5 error 24.52%/7.46%, 10-crop (Table 3, B)"
     ),
-    "resnet50": _HE_IMAGENET.replace(
-        reports="ImageNet val top-1/top-5 error 22.85%/6.71%, 10-crop (Table 3)"
-    ),
-    "resnet101": _HE_IMAGENET.replace(
+    "resnet50": HE_IMAGENET.replace(reports="ImageNet val top-1/top-5 error 22.85%/6.71%, 10-crop (Table 3)"),
+    "resnet101": HE_IMAGENET.replace(
         reports="ImageNet val top-1/top-5 error 21.75%/6.05%, 10-crop (Table 3)"
     ),
-    "resnet152": _HE_IMAGENET.replace(
+    "resnet152": HE_IMAGENET.replace(
         reports="ImageNet val top-1/top-5 error 21.43%/5.71%, 10-crop (Table 3)"
     ),
-    "resnet20": _HE_CIFAR.replace(reports="CIFAR-10 test error 8.75% (Table 6)"),
-    "resnet32": _HE_CIFAR.replace(reports="CIFAR-10 test error 7.51% (Table 6)"),
-    "resnet44": _HE_CIFAR.replace(reports="CIFAR-10 test error 7.17% (Table 6)"),
-    "resnet56": _HE_CIFAR.replace(reports="CIFAR-10 test error 6.97% (Table 6)"),
-    "resnet110": _HE_CIFAR.replace(
+    "resnet20": HE_CIFAR.replace(reports="CIFAR-10 test error 8.75% (Table 6)"),
+    "resnet32": HE_CIFAR.replace(reports="CIFAR-10 test error 7.51% (Table 6)"),
+    "resnet44": HE_CIFAR.replace(reports="CIFAR-10 test error 7.17% (Table 6)"),
+    "resnet56": HE_CIFAR.replace(reports="CIFAR-10 test error 6.97% (Table 6)"),
+    "resnet110": HE_CIFAR.replace(
         warmup_epochs=1.0,
         warmup_factor=0.1,
         reports="CIFAR-10 test error 6.43%, best of 5 runs; 6.61±0.16% their mean (Table 6)",
-        notes=_HE_CIFAR.notes + ". ResNet-110 starts at 0.01 until the training error is below 80% "
+        notes=HE_CIFAR.notes + ". ResNet-110 starts at 0.01 until the training error is below 80% "
         "(about 400 iterations) and then goes back to 0.1: cnnlab holds 0.01 for the first epoch (390 "
         "iterations)",
     ),
-    "plain20": _HE_CIFAR.replace(reports=_PLAIN),
-    "plain32": _HE_CIFAR.replace(reports=_PLAIN),
-    "plain44": _HE_CIFAR.replace(reports=_PLAIN),
-    "plain56": _HE_CIFAR.replace(reports=_PLAIN),
-    "plain110": _HE_CIFAR.replace(
+    "plain20": HE_CIFAR.replace(reports=_PLAIN),
+    "plain32": HE_CIFAR.replace(reports=_PLAIN),
+    "plain44": HE_CIFAR.replace(reports=_PLAIN),
+    "plain56": HE_CIFAR.replace(reports=_PLAIN),
+    "plain110": HE_CIFAR.replace(
         reports="no number: its error is above 60%, and Figure 6 (left) leaves it out"
-    ),
-    "se_resnet18": _HU_IMAGENET,
-    "se_resnet34": _HU_IMAGENET,
-    "se_resnet50": _HU_IMAGENET.replace(
-        reports="ImageNet val top-1/top-5 error 23.29%/6.62%, one 224 crop (Table 2; ResNet-50 "
-        "re-implemented: 24.80%/7.48%)"
-    ),
-    "se_resnet101": _HU_IMAGENET.replace(
-        reports="ImageNet val top-1/top-5 error 22.38%/6.07%, one 224 crop (Table 2)"
-    ),
-    "se_resnet152": _HU_IMAGENET.replace(
-        reports="ImageNet val top-1/top-5 error 21.57%/5.73%, one 224 crop (Table 2)"
-    ),
-    "se_resnet20": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
-    "se_resnet32": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
-    "se_resnet44": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
-    "se_resnet56": _HU_CIFAR.replace(notes=f"{_NO_SE_CIFAR_NUMBER}. {_HE_CIFAR.notes}"),
-    "se_resnet110": _HU_CIFAR.replace(
-        warmup_epochs=1.0,
-        warmup_factor=0.1,
-        source="Hu et al. 2018, journal version Sec. 5.1: the recipe of its baseline's paper, He et al. "
-        "2016b (Appendix), He et al. 2016's Sec. 4.2 with 0.01 for the first 400 iterations",
-        reports="CIFAR-10 test error 5.21% (Table 4 of the journal version; its baseline, He et al.'s "
-        "pre-activation ResNet-110, 6.37% as that paper reports it)",
-        notes=_HE_CIFAR.notes + ". The pre-activation paper starts every CIFAR run at 0.01 for 400 "
-        "iterations before going back to 0.1: cnnlab holds 0.01 for the first epoch (390 iterations). "
-        "Hu et al. add SE blocks to the pre-activation ResNet-110; cnnlab's se_resnet110 is the original "
-        "(post-activation) ResNet-110 with them",
-    ),
-    "dcn_resnet50": _HE_IMAGENET.replace(
-        source="Dai et al. 2017 give no recipe for it: He et al. 2016, Sec. 3.4",
-        notes="Dai et al. train deformable layers only when fine-tuning detection and segmentation "
-        "networks and report no ImageNet classification of a deformable ResNet-50: this is He et "
-        "al.'s ImageNet recipe. " + _HE_IMAGENET.notes,
-    ),
-    "dcn_resnet20": _HE_CIFAR.replace(
-        source="Dai et al. 2017 train nothing on CIFAR: He et al. 2016, Sec. 4.2",
-        notes="Dai et al. give no CIFAR recipe: this is He et al.'s. " + _HE_CIFAR.notes,
     ),
 }
