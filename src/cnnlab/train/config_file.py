@@ -66,7 +66,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for key, value in raw.items():
         name = _name(key, where)
         values[name] = _value(name, value, where)
-    try:  # how settings go together is checked once the flags are in (cli/train.py)
+    try:  # how the settings go together is checked once the flags are in, by fit
         TrainConfig(**values).check_each()
     except CnnlabError as e:
         raise CnnlabError(f"{where}: {e}") from None
