@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun: the result of one process, from two."""
 
+import json
 import os
 import signal
 import subprocess
@@ -81,7 +82,10 @@ def test_two_processes_with_sync_bn_end_with_the_weights_of_one(cli, tmp_path):
 @pytest.mark.slow
 def test_a_dead_process_stops_the_others_and_the_run_resumes_in_one(cli, tmp_path):
     out = tmp_path / "run"
-    args = ["--model", "resnet20", "--image-size", "16", "--epochs", "3", "--no-progress", "--out", str(out)]
+    # With a validation split and --keep best: every epoch's choice is broadcast from rank 0, and the best
+    # weights of two processes are in the checkpoint that one process resumes.
+    args = ["--model", "resnet20", "--image-size", "16", "--epochs", "3", "--val-fraction", "0.2",
+            "--keep", "best", "--patience", "10", "--no-progress", "--out", str(out)]  # fmt: skip
     run = subprocess.Popen(
         [*TORCHRUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     )
@@ -101,3 +105,6 @@ def test_a_dead_process_stops_the_others_and_the_run_resumes_in_one(cli, tmp_pat
     proc = cli("train", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "resuming after epoch" in proc.stdout and (out / "result.json").exists()
+    kept = json.loads((out / "result.json").read_text())["kept"]
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert kept["weights"] == "best" and len(rows) == 4 and rows[0].split(",")[3] == "val_loss"
