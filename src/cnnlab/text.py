@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 SHOWN = 4  # items named in a message; the rest are counted
 # What str.splitlines breaks at: a value typed with a line break in it must not split an error in two.
@@ -32,3 +33,8 @@ def si(n: float) -> str:
 def one_line(text: str) -> str:
     """``text`` with its line breaks written as escapes (``\\n``), for a one-line error."""
     return text.translate(_LINE_BREAKS)
+
+
+def pct(v: Any) -> str:
+    """A 0..1 fraction as a percentage with two decimals; a dash for a missing one."""
+    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "–"

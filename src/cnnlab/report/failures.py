@@ -7,8 +7,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from ..text import pct
 from .find import Run
-from .html import figure, pct, table_html
+from .html import figure, table_html
 from .tables import Table
 
 CAPTIONS = {

@@ -22,10 +22,6 @@ def figure(png: bytes | None, alt: str, caption: str = "", path: Path | None = N
     return f'<figure><img src="{data_uri(png)}" alt="{escape(alt)}">{cap}</figure>'
 
 
-def pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "–"
-
-
 def table_html(table: Table) -> str:
     def is_number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)

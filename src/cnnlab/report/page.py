@@ -9,9 +9,10 @@ import datetime
 from html import escape
 from typing import Any
 
+from ..text import pct
 from .failures import runs_failures, side_by_side
 from .find import Analysis, Found, Run
-from .html import figure, pct, table_html
+from .html import figure, table_html
 from .tables import Table, numbers
 
 FOLD = 12  # tables longer than this are folded away behind a click

@@ -9,11 +9,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..bench import machine
+from ..machine import machine
 from ..models import family_description, paper_recipe_of
 from ..models.registry import model_description
 from ..runconfig import RunConfig
 from ..rundir import atomic_write
+from ..text import pct
 from .config import TrainConfig
 
 CARD = "README.md"
@@ -89,7 +90,7 @@ def _results(config: RunConfig, result: dict[str, Any]) -> str:
     spread = 100 * math.sqrt(acc * (1 - acc) / n) if n else math.nan
     kept = result.get("kept", {})
     which = (
-        f"epoch {kept['epoch']}, the best validation accuracy ({_pct(kept['val_acc'])})"
+        f"epoch {kept['epoch']}, the best validation accuracy ({pct(kept['val_acc'])})"
         if kept.get("weights") == "best"
         else f"the last epoch's ({kept.get('epoch', result['epochs'])})"
     )
@@ -105,8 +106,8 @@ def _results(config: RunConfig, result: dict[str, Any]) -> str:
     )
     return (
         f"## Results\n\n"
-        f"- Test top-1 {_pct(acc)} ± {spread:.2f} (standard error over {n:,} test images), top-5 "
-        f"{_pct(result['test_top5'])}, loss {result['test_loss']:.4f}.\n"
+        f"- Test top-1 {pct(acc)} ± {spread:.2f} (standard error over {n:,} test images), top-5 "
+        f"{pct(result['test_top5'])}, loss {result['test_loss']:.4f}.\n"
         f"- Weights: {which}, {tested}.{stopped}\n"
         f"- {result['epochs']} epochs in {result['train_time_s']:.1f} s, {result['images_per_s']:,.0f} "
         f"images/s; seed {result['seed']}."
@@ -137,10 +138,6 @@ def _usage(run_dir: Path, config: RunConfig) -> str:
         f'With torch.hub, from a cnnlab checkout: `torch.hub.load(CHECKOUT, "{config.model}", '
         f'source="local", run="{run_dir}")`.'
     )
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
 
 
 def _floats(values: list[float]) -> str:
