@@ -8,7 +8,7 @@ four alike. Run it as
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/channels_last.py [--json] [ROUNDS [MODEL BATCH CxHxW]]
 
 and it prints the median milliseconds per step of each set-up and the channels-last speed-up; with
-``--json`` it prints them as one JSON object instead, with the machine (``cnnlab.bench.machine``), for
+``--json`` it prints them as one JSON object instead, with the machine (``cnnlab.machine.machine``), for
 ``benchmarks/results/``.
 """
 
@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from cnnlab.bench import machine, make_step
+from cnnlab.bench import make_step
+from cnnlab.machine import machine
 from cnnlab.models import create_model
 from cnnlab.runtime import cpu_has_bf16, resolve_device
 

@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.bench import machine
 from cnnlab.data import folder as folders
 from cnnlab.data.base import Dataset
 from cnnlab.data.pack import pack, write_store
 from cnnlab.data.store import verify_store
+from cnnlab.machine import machine
 
 CLASSES = 10
 SIDE = 146  # the stored side of the mmap part: 128-pixel crops are 0.875 of it

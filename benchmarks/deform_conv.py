@@ -1,7 +1,7 @@
 """Forward+backward time of DeformConv2d against a plain nn.Conv2d of the same shape.
 
 Run as ``.venv/bin/python benchmarks/deform_conv.py [--json] [--repeats N]``; the JSON records the
-machine (``cnnlab.bench.machine``). For each shape the models
+machine (``cnnlab.machine.machine``). For each shape the models
 use (dcn_resnet20's last stage, dcn_resnet50's stage 4, and a mid shape) it times one training step's
 forward+backward (input, weights and offsets all needing gradients, the output's gradient given):
 
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.bench import machine
 from cnnlab.layers import DeformConv2d, deform_conv2d
+from cnnlab.machine import machine
 
 # name: (batch, in_ch, out_ch, size, stride)
 SHAPES = {

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 
 from cnnlab import create_model, infer
-from cnnlab.bench import machine
 from cnnlab.data.augment import Normalize
 from cnnlab.fuse import fuse_for_inference
+from cnnlab.machine import machine
 from cnnlab.predict import run_dataset
 
 MODELS = ("resnet18", "resnet50", "googlenet", "densenet121", "efficientnet_b0", "vgg16")

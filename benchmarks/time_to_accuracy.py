@@ -6,7 +6,7 @@ Run as ``.venv/bin/python benchmarks/time_to_accuracy.py [--seeds 0 1 2] [--prec
 candidate's flags, in the default precision) into a temporary directory, one after another, and the
 result's test accuracy and training time are kept, with the first epoch (and the seconds of training up
 to its end) at which the test accuracy reached each of ``THRESHOLDS``. The output is the shape of
-``results/*-time-to-accuracy.json``: ``machine`` (``cnnlab.bench.machine``), ``command``, ``runs`` per
+``results/*-time-to-accuracy.json``: ``machine`` (``cnnlab.machine.machine``), ``command``, ``runs`` per
 label (a precision, or a candidate's label), ``flags`` per candidate and ``summary`` (mean and standard
 deviation of the accuracy, mean training seconds).
 """
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.bench import machine
+from cnnlab.machine import machine
 
 COMMAND = "cnnlab train --seed S --precision P --no-progress"
 THRESHOLDS = (0.985, 0.988)

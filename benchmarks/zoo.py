@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.bench import machine
+from cnnlab.machine import machine
 
 # One model per family of the course, as `cnnlab models` lists them.
 MODELS = (

@@ -12,8 +12,9 @@ import torch
 
 import cnnlab.bench as bench_module
 from cnnlab.analysis.summary import summarize
-from cnnlab.bench import bench, machine, peak_probe, sweep, sweep_configs
+from cnnlab.bench import bench, peak_probe, sweep, sweep_configs
 from cnnlab.cli import main as cnnlab_main
+from cnnlab.machine import machine
 from cnnlab.runtime import channels_last_default, cpu_has_bf16
 
 FAST = {"batch_size": 4, "input_size": (3, 32, 32), "steps": 2, "warmup": 1, "min_seconds": 0.0}

@@ -156,7 +156,7 @@ def conclude(
     """The experiment's JSON: the claim, each finding and the overall verdict, the table of arms
     (``columns`` are (key, label, kind) with kind one of pct, int, num, sci, s, x, mb), the setup and
     the experiment's own ``numbers``; written with ``fig`` as NAME.json and NAME.png in ``setup.out``."""
-    from ..bench import machine
+    from ..machine import machine
 
     result = {
         "experiment": name,
