@@ -19,14 +19,21 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed
+# The C++ kernel of deformable convolution's sampling, with the system compiler (cnnlab/layers/native.py).
+# Optional: without a compiler the pure-PyTorch path runs, so a failed build is reported, not fatal.
+NATIVE := src/cnnlab/layers/csrc/deform_sample.cpp
+$(VENV)/.native: $(VENV)/.installed $(NATIVE)
+	$(BIN)/python -m cnnlab.layers.native || echo "make: continuing without the deformable convolution kernel"
+	touch $@
+
+demo: $(VENV)/.installed $(VENV)/.native
 	$(BIN)/cnnlab train
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.native
 	$(BIN)/python -m pytest
 
 # The tests that neither train nor start processes: under a minute, for the edit-test loop.
-test-fast: $(VENV)/.installed-dev
+test-fast: $(VENV)/.installed-dev $(VENV)/.native
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-dev
@@ -40,4 +47,4 @@ results: $(VENV)/.installed
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info src/cnnlab/layers/_native .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,8 +106,10 @@ def bench_rows(data: Json) -> str:
 
 
 def deform_rows(data: Json) -> str:
-    """``deform_conv.py --json``: DeformConv2d's forward+backward over a plain conv's, per shape."""
+    """``deform_conv.py --json``: DeformConv2d's forward+backward over a plain conv's, per shape, and
+    where timed, the grid_sample path's beside it; then the median and the largest module ratio."""
     rows = []
+    grid = all("module_grid_ratio" in r for r in data["results"].values())
     for name, r in data["results"].items():
         s = data["shapes"][name]
         shape = f"({s['batch']}, {s['in_ch']}, {s['out_ch']}, {s['size']}x{s['size']}, {s['stride']})"
@@ -114,10 +117,20 @@ def deform_rows(data: Json) -> str:
             [name, shape, num(r["module_dcn_ms"]), num(r["module_conv_ms"]), f"{r['module_ratio']:.2f}x"]
         )
         rows[-1] += [num(r["op_dcn_ms"]), num(r["op_conv_ms"]), f"{r['op_ratio']:.2f}x"]
+        if grid:
+            rows[-1] += [f"{r['module_grid_ratio']:.2f}x", f"{r['op_grid_ratio']:.2f}x"]
     header = ["shape", "(N, Cin, Cout, HxW, stride)", "module ms", "conv ms", "module / conv"]
-    return f"{data['threads']} thread(s), median ms per forward+backward.\n\n" + table(
-        [*header, "op ms", "conv ms", "op / conv"], rows
-    )
+    header += ["op ms", "conv ms", "op / conv"]
+    if grid:
+        header += ["grid_sample module / conv", "grid_sample op / conv"]
+    sampling = {"native": "the C++ kernel"}.get(data.get("sampling", "grid_sample"), "grid_sample")
+    head = f"{data['threads']} thread(s), median ms per forward+backward; sampled by {sampling}.\n\n"
+    ratios = [r["module_ratio"] for r in data["results"].values()]
+    tail = f"\n\nModule / conv: median {statistics.median(ratios):.2f}x, largest {max(ratios):.2f}x"
+    if grid:
+        grid_ratios = [r["module_grid_ratio"] for r in data["results"].values()]
+        tail += f" (grid_sample: {statistics.median(grid_ratios):.2f}x and {max(grid_ratios):.2f}x)"
+    return head + table(header, rows).rstrip("\n") + tail + "."
 
 
 def channels_last_rows(data: Json) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -91,3 +93,15 @@ def make_run(root: Path, name: str, side: int) -> Path:
     return save_run(
         model, root / name, name, CLASSES, [3, side, side], [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], **kwargs
     )
+
+
+def require_native() -> None:
+    """Skip unless deformable convolution's C++ kernel is built; under CI, where `make test` builds it,
+    fail instead."""
+    from cnnlab.layers import native
+
+    if native.available():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("the deformable convolution kernel is not built: `make` should have built it")
+    pytest.skip("the deformable convolution kernel is not built (python -m cnnlab.layers.native)")

@@ -1,13 +1,26 @@
-"""DeformConv2d and deform_conv2d: plain-conv equivalence, shifts, bilinear sampling, gradients, layout."""
+"""DeformConv2d and deform_conv2d: plain-conv equivalence, shifts, bilinear sampling, gradients, layout.
+
+Every test runs twice: sampled by the C++ kernel (layers/native.py) and by grid_sample, its fallback.
+"""
 
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import require_native
 from torch import nn
 
-from cnnlab.layers import DeformConv2d, deform_conv2d
+from cnnlab.layers import DeformConv2d, deform_conv, deform_conv2d
+
+
+@pytest.fixture(autouse=True, params=["native", "grid_sample"])
+def sampling(request, monkeypatch):
+    if request.param == "native":
+        require_native()
+    else:
+        monkeypatch.setattr(deform_conv, "_native_applies", lambda *tensors: False)
+
 
 # (in, out, kernel, stride, padding, dilation, groups, offset_groups, modulated, bias), input H, W
 CONFIGS = {

@@ -1,8 +1,10 @@
 """Deformable convolution: the ``deform_conv2d`` op (Dai et al. 2017; modulated, Zhu et al. 2019) and
 the ``DeformConv2d`` layer that owns its offset branch.
 
-The file imports only torch, so ``benchmarks/deform_conv.py --baseline`` can load an older copy of it
-on its own.
+Where ``native.py``'s C++ kernel is built, CPU tensors in float32 or float64 are sampled by it,
+channels-last; otherwise, and as the reference the tests hold the kernel to, by ``grid_sample``.
+Apart from that optional kernel the file imports only torch, so ``benchmarks/deform_conv.py
+--baseline`` can load an older copy of it on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:  # absent when an older copy of this file is loaded on its own (benchmarks/deform_conv.py)
+    from cnnlab.layers import native
+except ImportError:
+    native = None  # type: ignore[assignment]
 
 
 def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -230,6 +237,10 @@ def deform_conv2d(
     n, channels, height, width = input.shape
     out_ch, group_ch, kh, kw = weight.shape
     taps, groups = kh * kw, channels // group_ch
+    if _native_applies(input, offset, weight, mask):
+        geometry = ((kh, kw), stride, padding, dilation)
+        out = _native_deform_conv2d(input, offset, weight, mask, geometry)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
 
     # Sampling grid: the regular grid plus the offsets, scaled to grid_sample's [-1, 1] (x first).
     base = _base_grid((height, width), (kh, kw), (out_h, out_w), stride, padding, dilation, offset)
@@ -262,6 +273,68 @@ def deform_conv2d(
         )
     out = out.reshape(n, out_ch, out_h, out_w)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+class _Sample(torch.autograd.Function):
+    """The im2col columns sampled by the C++ kernel (``native.py``), channels-last: input (N, H, W, C)
+    in, (N, Hout, Wout, groups*K*C/groups) out, each group's K*C/groups tap-major. The modulation, if
+    any, is applied as the columns are formed, and its gradient recomputed from the input."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, geometry):
+        ctx.geometry = geometry
+        ctx.save_for_backward(input, offset, mask)
+        return torch.ops.cnnlab.deform_sample(input, offset, mask, *geometry)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        input, offset, mask = ctx.saved_tensors
+        need_input, need_offset, need_mask, _ = ctx.needs_input_grad
+        grads = torch.ops.cnnlab.deform_sample_backward(
+            grad.contiguous(), input, offset, mask, *ctx.geometry, need_input
+        )
+        needed = (need_input, need_offset, need_mask)
+        return (*(g if need else None for g, need in zip(grads, needed, strict=True)), None)
+
+
+def _native_applies(*tensors: torch.Tensor | None) -> bool:
+    """Whether the C++ kernel takes these tensors: all on the CPU in one float dtype, and built. Never
+    while tracing, compiling or exporting: an exported file holds standard ops only, so it loads and
+    converts (ONNX) without this library."""
+    given = [t for t in tensors if t is not None]
+    return (
+        native is not None
+        and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+        and all(t.device.type == "cpu" and t.dtype == given[0].dtype for t in given)
+        and given[0].dtype in (torch.float32, torch.float64)
+        and native.available()
+    )
+
+
+def _native_deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    geometry: tuple[tuple[int, int], ...],
+) -> torch.Tensor:
+    """deform_conv2d without the bias through the C++ kernel: channels-last columns, then their product
+    with the weight; the output keeps the input's memory format."""
+    out_ch, group_ch, kh, kw = weight.shape
+    groups = input.shape[1] // group_ch
+    columns = _Sample.apply(
+        input.permute(0, 2, 3, 1).contiguous(),  # free when the input is channels-last
+        offset.contiguous(),
+        None if mask is None else mask.contiguous(),
+        (*geometry, groups),
+    )
+    # The columns as a channels-last (N, K*C, Hout, Wout) image: the product is a 1x1 convolution, in
+    # oneDNN's kernels, which beat BLAS's matmul on these shapes (benchmarks/README.md).
+    w = weight.view(out_ch, group_ch, kh * kw).transpose(1, 2).reshape(out_ch, -1, 1, 1)
+    out = F.conv2d(columns.permute(0, 3, 1, 2), w, groups=groups)
+    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    return out if channels_last else out.contiguous()
 
 
 OFFSET_LR_SCALE = 0.1
