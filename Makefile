@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # Optional: without a compiler the pure-PyTorch path runs, so a failed build is reported, not fatal.
 NATIVE := src/cnnlab/layers/csrc/deform_sample.cpp
 $(VENV)/.native: $(VENV)/.installed $(NATIVE)
-	$(BIN)/python -m cnnlab.layers.native || echo "make: continuing without the deformable convolution kernel"
+	$(BIN)/python -c "from cnnlab.layers import native; raise SystemExit(native.main())" || echo "make: continuing without the deformable convolution kernel"
 	touch $@
 
 demo: $(VENV)/.installed $(VENV)/.native

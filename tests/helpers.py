@@ -104,4 +104,4 @@ def require_native() -> None:
         return
     if os.environ.get("CI"):
         pytest.fail("the deformable convolution kernel is not built: `make` should have built it")
-    pytest.skip("the deformable convolution kernel is not built (python -m cnnlab.layers.native)")
+    pytest.skip("the deformable convolution kernel is not built: `make test` builds it")

@@ -222,9 +222,14 @@ def deform_conv2d(
     cost, as for an unfold-based convolution; no per-tap copies are made. Why this layout and not the
     gather, ``embedding_bag`` or strided-conv forms: timings in benchmarks/README.md, "Measurement
     notes".
-    Precision: positions pass through grid_sample's normalization, so in float32 a sample lands within
-    about size * 6e-8 pixels of where it should (exact in float64 to ~1e-15): at zero offsets the
-    layer equals the plain convolution to ~1e-6 relative at 32 pixels, ~1e-5 at 224.
+    The C++ kernel, where built (``native.py``), replaces all that for CPU float32/float64 tensors
+    outside tracing and export: it samples channels-last, each point's corners and weights shared by
+    its offset group's channels, and the columns meet the weight in a 1x1 convolution; it reads pixel
+    coordinates directly, so zero offsets land exactly on the pixels.
+    Precision: on the grid_sample path, positions pass through grid_sample's normalization, so in
+    float32 a sample lands within about size * 6e-8 pixels of where it should (exact in float64 to
+    ~1e-15): at zero offsets the layer equals the plain convolution to ~1e-6 relative at 32 pixels,
+    ~1e-5 at 224.
     """
     if input.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"expected 4-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")

@@ -178,9 +178,9 @@ void sample_backward(const Shape& s, const T* grad, const T* input, const T* off
   });
 }
 
-Shape shape_of(const at::Tensor& input, const at::Tensor& offset, at::IntArrayRef kernel,
-               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-               int64_t groups) {
+Shape shape_of(const at::Tensor& input, const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
+               at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+               at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK(input.dim() == 4 && offset.dim() == 4, "input and offset must be 4-D");
   TORCH_CHECK(input.is_contiguous() && offset.is_contiguous(), "input and offset must be contiguous");
   TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
@@ -192,6 +192,12 @@ Shape shape_of(const at::Tensor& input, const at::Tensor& offset, at::IntArrayRe
   TORCH_CHECK(s.offset_groups > 0 && offset.size(1) == 2 * s.offset_groups * s.taps() &&
                   s.c % s.offset_groups == 0 && groups > 0 && s.c % groups == 0 && offset.size(0) == s.n,
               "offset, groups and input do not fit");
+  TORCH_CHECK(offset.scalar_type() == input.scalar_type(), "offset and input must have one dtype");
+  if (mask) {
+    TORCH_CHECK(mask->is_contiguous() && mask->scalar_type() == input.scalar_type() &&
+                    mask->numel() == s.n * s.offset_groups * s.taps() * s.length(),
+                "mask must be contiguous, of the input's dtype, (N, offset_groups*K, Hout, Wout)");
+  }
   return s;
 }
 
@@ -210,7 +216,7 @@ at::Tensor deform_sample(const at::Tensor& input, const at::Tensor& offset,
                          const c10::optional<at::Tensor>& mask, at::IntArrayRef kernel,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                          int64_t groups) {
-  const Shape s = shape_of(input, offset, kernel, stride, padding, dilation, groups);
+  const Shape s = shape_of(input, offset, mask, kernel, stride, padding, dilation, groups);
   auto columns = at::empty({s.n, s.ho, s.wo, s.taps() * s.c}, input.options());
   advise_huge_pages(columns);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_sample", [&] {
@@ -224,8 +230,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_sample_backward(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& offset,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef kernel, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool input_grad) {
-  const Shape s = shape_of(input, offset, kernel, stride, padding, dilation, groups);
-  TORCH_CHECK(grad.is_contiguous() && grad.numel() == s.n * s.length() * s.taps() * s.c,
+  const Shape s = shape_of(input, offset, mask, kernel, stride, padding, dilation, groups);
+  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == input.scalar_type() &&
+                  grad.numel() == s.n * s.length() * s.taps() * s.c,
               "the columns' gradient does not fit");
   auto grad_input = input_grad ? at::zeros_like(input) : at::Tensor();
   auto grad_offset = at::empty_like(offset);
