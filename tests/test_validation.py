@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cnnlab.data.augment import plan_epoch
-from cnnlab.data.split import stratified_split
+from cnnlab.data.split import validation_split
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.selection import Selection, best_epoch
@@ -18,7 +18,7 @@ from cnnlab.train.selection import Selection, best_epoch
 
 def test_the_split_takes_the_same_share_of_every_class():
     labels = torch.tensor([0] * 10 + [1] * 20 + [2] * 3 + [3] * 1)[torch.randperm(34)]
-    train, val = stratified_split(labels, 0.2, seed=5)
+    train, val = validation_split(labels, 0.2, seed=5)
     # round(0.2 n): 2 of 10, 4 of 20; at least one of 3; none of a class of one, which stays in training.
     assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 4, 1, 0]
     assert sorted(torch.cat([train, val]).tolist()) == list(range(34))
@@ -27,13 +27,13 @@ def test_the_split_takes_the_same_share_of_every_class():
 
 def test_the_split_is_a_function_of_the_seed():
     labels = torch.arange(200) % 10
-    a, b, c = (stratified_split(labels, 0.1, seed)[1] for seed in (0, 0, 1))
+    a, b, c = (validation_split(labels, 0.1, seed)[1] for seed in (0, 0, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_a_split_with_nothing_to_hold_out_is_refused():
     with pytest.raises(CnnlabError, match="holds out no image"):
-        stratified_split(torch.arange(5), 0.5, seed=0)  # five classes of one image
+        validation_split(torch.arange(5), 0.5, seed=0)  # five classes of one image
 
 
 def test_an_epoch_over_a_subset_visits_it_and_keeps_each_samples_draws():
@@ -105,7 +105,7 @@ def test_the_kept_weights_are_the_best_epochs_and_the_test_set_is_evaluated_once
     best = best_epoch(rows)
     assert result["kept"]["epoch"] == best and result["kept"]["val_acc"] == rows[best - 1]["val_acc"]
     data = load(str(tiny_digits))
-    val_idx = stratified_split(data.train_labels, 0.2, seed=1)[1]
+    val_idx = validation_split(data.train_labels, 0.2, seed=1)[1]
     val_images, val_labels = data.train_images[val_idx], data.train_labels[val_idx]
     assert (
         len(val_idx) == 60 == json.loads((tmp_path / "best" / "config.json").read_text())["data"]["val_size"]

@@ -80,18 +80,19 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
 
 
 def stratified_split(
-    labels: torch.Tensor, test_fraction: float, seed: int = 0
+    labels: torch.Tensor, test_fraction: float, seed: int = 0, at_least_one: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of a fixed stratified split: the same ``test_fraction`` of every class goes to test.
+    """Indices of a fixed stratified split, (kept, held out), each sorted: round(test_fraction * n)
+    of each class of n images are held out, at least one where ``at_least_one`` and the class has two.
 
-    Deterministic for a given ``seed``; each class keeps at least one training sample.
+    Deterministic for a given ``seed``; each class keeps at least one sample.
     """
     g = torch.Generator().manual_seed(seed)
     train_idx, test_idx = [], []
-    for c in torch.unique(labels).tolist():
+    for c in torch.unique(labels).tolist():  # sorted: the draws do not depend on the labels' order
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_test = min(len(idx) - 1, round(len(idx) * test_fraction))
+        n_test = min(len(idx) - 1, max(int(at_least_one), round(len(idx) * test_fraction)))
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values

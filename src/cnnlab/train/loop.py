@@ -22,7 +22,7 @@ from .. import rundir
 from ..data.augment import Normalize, centre_crop, plan_epoch
 from ..data.base import Dataset
 from ..data.mix import plan_mix
-from ..data.split import stratified_split
+from ..data.split import validation_split
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import AUX_WEIGHT
@@ -297,7 +297,7 @@ def _validation_split(
     """(training indices, (validation images, labels)) with --val-fraction, else (None, None)."""
     if config.val_fraction is None:
         return None, None
-    train_idx, val_idx = stratified_split(data.train_labels, config.val_fraction, config.seed)
+    train_idx, val_idx = validation_split(data.train_labels, config.val_fraction, config.seed)
     images = data.train_images[val_idx]
     return train_idx, (centre_crop(images, crop_side) if crop_side else images, data.train_labels[val_idx])
 
