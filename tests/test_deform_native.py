@@ -87,6 +87,25 @@ def test_the_output_keeps_the_input_memory_format():
     torch.testing.assert_close(nhwc, nchw, rtol=1e-6, atol=1e-6)
 
 
+def test_a_channels_last_layer_equals_its_nchw_twin():
+    """Models train channels-last by default on the CPU: the weights too are then laid out NHWC."""
+    require_native()
+    torch.manual_seed(2)
+    layer = deform_conv.DeformConv2d(6, 4, 3, padding=1, groups=2, offset_groups=3, modulated=True)
+    torch.nn.init.normal_(layer.offset.weight, std=0.3)
+    twin = deform_conv.DeformConv2d(6, 4, 3, padding=1, groups=2, offset_groups=3, modulated=True)
+    twin.load_state_dict(layer.state_dict())
+    twin = twin.to(memory_format=torch.channels_last)
+    assert not twin.weight.is_contiguous()
+    x = torch.randn(2, 6, 7, 8)
+    outs = [layer(x), twin(x.contiguous(memory_format=torch.channels_last))]
+    for out in outs:
+        out.square().sum().backward()
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(layer.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_the_kernel_does_not_depend_on_the_number_of_threads():
     """The sampling and its backward pass, bit for bit (the product after it is oneDNN's, which is
     not held to this)."""

@@ -336,7 +336,7 @@ def _native_deform_conv2d(
     )
     # The columns as a channels-last (N, K*C, Hout, Wout) image: the product is a 1x1 convolution, in
     # oneDNN's kernels, which beat BLAS's matmul on these shapes (benchmarks/README.md).
-    w = weight.view(out_ch, group_ch, kh * kw).transpose(1, 2).reshape(out_ch, -1, 1, 1)
+    w = weight.reshape(out_ch, group_ch, kh * kw).transpose(1, 2).reshape(out_ch, -1, 1, 1)
     out = F.conv2d(columns.permute(0, 3, 1, 2), w, groups=groups)
     channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
     return out if channels_last else out.contiguous()
