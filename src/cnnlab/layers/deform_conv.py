@@ -225,7 +225,8 @@ def deform_conv2d(
     The C++ kernel, where built (``native.py``), replaces all that for CPU float32/float64 tensors
     outside tracing and export: it samples channels-last, each point's corners and weights shared by
     its offset group's channels, and the columns meet the weight in a 1x1 convolution; it reads pixel
-    coordinates directly, so zero offsets land exactly on the pixels.
+    coordinates directly, so zero offsets land exactly on the pixels. Gradients are first-order on
+    either path (both products but grid_sample's deep one are ``once_differentiable``).
     Precision: on the grid_sample path, positions pass through grid_sample's normalization, so in
     float32 a sample lands within about size * 6e-8 pixels of where it should (exact in float64 to
     ~1e-15): at zero offsets the layer equals the plain convolution to ~1e-6 relative at 32 pixels,
@@ -303,6 +304,9 @@ class _Sample(torch.autograd.Function):
         return (*(g if need else None for g, need in zip(grads, needed, strict=True)), None)
 
 
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # public from torch 2.3
+
+
 def _native_applies(*tensors: torch.Tensor | None) -> bool:
     """Whether the C++ kernel takes these tensors: all on the CPU in one float dtype, and built. Never
     while tracing, compiling or exporting: an exported file holds standard ops only, so it loads and
@@ -310,7 +314,7 @@ def _native_applies(*tensors: torch.Tensor | None) -> bool:
     given = [t for t in tensors if t is not None]
     return (
         native is not None
-        and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+        and not (torch.jit.is_tracing() or _is_compiling())
         and all(t.device.type == "cpu" and t.dtype == given[0].dtype for t in given)
         and given[0].dtype in (torch.float32, torch.float64)
         and native.available()

@@ -58,12 +58,17 @@ def build(verbose: bool = False) -> Path:
     return BUILD / f"{name}.so"
 
 
+def runs_here() -> bool:
+    """Whether this CPU has the instructions the library is compiled for (building it loads it too)."""
+    return not X86 or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
 @functools.cache
 def available() -> bool:
     """Whether ``torch.ops.cnnlab.deform_sample`` is there: the built library loaded, once per process."""
     if os.environ.get(DISABLE, "") not in ("", "0"):
         return False
-    if X86 and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if not runs_here():
         return False
     if hasattr(torch.ops.cnnlab, "deform_sample"):
         return True
@@ -80,6 +85,9 @@ def available() -> bool:
 def main(verbose: bool = False) -> int:
     """Build the kernel; one line either way. A failed build leaves the pure-PyTorch path, so the
     exit status is 1 for the caller to report, not to stop on."""
+    if not runs_here():
+        print("cnnlab: deformable convolution kernel not built (no AVX2/FMA here); pure PyTorch is used")
+        return 1
     try:
         path = build(verbose=verbose)
     except (OSError, RuntimeError, ImportError) as error:  # no toolchain, or the compile failed

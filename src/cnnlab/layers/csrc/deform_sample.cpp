@@ -185,6 +185,9 @@ Shape shape_of(const at::Tensor& input, const at::Tensor& offset, const c10::opt
   TORCH_CHECK(input.is_contiguous() && offset.is_contiguous(), "input and offset must be contiguous");
   TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "kernel, stride, padding and dilation must be pairs");
+  TORCH_CHECK(kernel[0] > 0 && kernel[1] > 0 && stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 &&
+                  dilation[1] > 0,
+              "kernel, stride and dilation must be positive");
   Shape s{input.size(0), input.size(1), input.size(2), input.size(3),
           offset.size(2), offset.size(3), kernel[0], kernel[1],
           stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups, 0};
