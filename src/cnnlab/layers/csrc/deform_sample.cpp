@@ -108,7 +108,6 @@ void sample(const Shape& s, const T* input, const T* offset, const T* mask, T* c
       const int64_t n = p / s.length(), ho = p % s.length() / s.wo, wo = p % s.wo;
       const T* image = input + n * s.h * s.w * s.c;
       T* out = columns + p * row;
-      std::fill(out, out + row, T(0));
       for (int64_t g = 0; g < s.offset_groups; ++g) {
         for (int64_t k = 0, i = 0; i < s.kh; ++i) for (int64_t j = 0; j < s.kw; ++j, ++k) {
           const Point<T> q = point(s, offset, mask, n, ho, wo, g, i, j);
@@ -222,6 +221,7 @@ at::Tensor deform_sample(const at::Tensor& input, const at::Tensor& offset,
   const Shape s = shape_of(input, offset, mask, kernel, stride, padding, dilation, groups);
   auto columns = at::empty({s.n, s.ho, s.wo, s.taps() * s.c}, input.options());
   advise_huge_pages(columns);
+  columns.zero_();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_sample", [&] {
     sample<scalar_t>(s, input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
                      mask ? mask->const_data_ptr<scalar_t>() : nullptr, columns.data_ptr<scalar_t>());
