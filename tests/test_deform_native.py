@@ -107,19 +107,23 @@ def test_a_channels_last_layer_equals_its_nchw_twin():
 
 
 def test_the_kernel_does_not_depend_on_the_number_of_threads():
-    """The sampling and its backward pass, bit for bit (the product after it is oneDNN's, which is
-    not held to this)."""
+    """The sampling and its backward pass, bit for bit (the product after the sampling is oneDNN's,
+    which is not held to this)."""
     require_native()
-    (x, offset, _, _, mask), _ = arguments("groups_across_offset_groups", torch.float32)
+    (x, offset, weight, _, mask), _ = arguments("groups_across_offset_groups", torch.float32)
     x, offset, mask = x.detach().permute(0, 2, 3, 1).contiguous(), offset.detach(), mask.detach()
+    weight = weight.detach().permute(0, 2, 3, 1).reshape(len(weight), -1).contiguous()  # (O, K*C/groups)
     geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 2)
+    grad_out = torch.randn(*offset.shape[:1], *offset.shape[2:], len(weight))  # (N, Hout, Wout, O)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
             columns = torch.ops.cnnlab.deform_sample(x, offset, mask, *geometry)
-            grads = torch.ops.cnnlab.deform_sample_backward(columns, x, offset, mask, *geometry, True)
+            grads = torch.ops.cnnlab.deform_sample_backward(
+                grad_out, weight, x, offset, mask, *geometry, True
+            )
             results.append((columns, *grads))
     finally:
         torch.set_num_threads(threads)

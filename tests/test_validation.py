@@ -44,6 +44,32 @@ def test_an_epoch_over_a_subset_visits_it_and_keeps_each_samples_draws():
     assert torch.equal(part.order, plan_epoch(10, 3, 2, 4, True, subset=subset).order)
 
 
+def test_the_validation_images_are_gathered_a_batch_at_a_time_not_copied_up_front(tiny_digits):
+    from cnnlab.data import load
+    from cnnlab.data.augment import Normalize, centre_crop
+    from cnnlab.evaluate import evaluate
+    from cnnlab.models import create_model
+    from cnnlab.train.loop import _validation_split
+
+    data = load(str(tiny_digits))
+    val_idx = validation_split(data.train_labels, 0.2, seed=1)[1]
+    copy, cpu = data.train_images[val_idx], torch.device("cpu")
+    model = create_model("simple_cnn", num_classes=data.num_classes, in_chans=data.in_chans).eval()
+    normalize = Normalize(data.mean, data.std)
+    for crop in (None, 20):
+        _, (rows, labels) = _validation_split(TrainConfig(val_fraction=0.2, seed=1), data, crop)
+        # The rows read the training images' own storage: nothing is gathered until a batch is asked for.
+        assert rows.images.untyped_storage().data_ptr() == data.train_images.untyped_storage().data_ptr()
+        expected = copy if crop is None else centre_crop(copy, crop)
+        assert len(rows) == len(val_idx) == len(labels) == 60
+        assert torch.equal(torch.cat([rows[i : i + 7] for i in range(0, len(rows), 7)]), expected)
+        assert evaluate(model, rows, labels, normalize, cpu, batch_size=7) == evaluate(
+            model, expected, labels, normalize, cpu, batch_size=7
+        )
+    # The control: a gathered copy has storage of its own, which the first check tells apart.
+    assert copy.untyped_storage().data_ptr() != data.train_images.untyped_storage().data_ptr()
+
+
 def _rows(accs: list[float]) -> list[dict[str, float]]:
     return [{"epoch": i + 1, "val_acc": a, "val_loss": 1 - a} for i, a in enumerate(accs)]
 

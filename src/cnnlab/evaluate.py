@@ -9,19 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.augment import Normalize
+from .data.split import Rows
 from .runtime import autocast
 
 
 @torch.no_grad()
 def logits_of(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     normalize: Normalize,
     device: torch.device,
     batch_size: int = 500,
 ) -> torch.Tensor:
     """The float logits of every image, (N, K) on ``device``: ``forward`` maps a normalized float batch
-    on ``device`` to its logits."""
+    on ``device`` to its logits. ``images`` are read a batch at a time."""
     out = [
         forward(normalize(images[i : i + batch_size].to(device, non_blocking=True))).float().to(device)
         for i in range(0, len(images), batch_size)
@@ -43,7 +44,7 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 def evaluate_logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     labels: torch.Tensor,
     normalize: Normalize,
     device: torch.device,
@@ -55,7 +56,7 @@ def evaluate_logits(
 
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     labels: torch.Tensor,
     normalize: Normalize,
     device: torch.device,

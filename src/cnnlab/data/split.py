@@ -24,3 +24,17 @@ def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
             f"--val-fraction {fraction:g} holds out no image: every class has fewer than two training images"
         )
     return train, val
+
+
+class Rows:
+    """``images[index]`` without the copy: sliced, it gathers that slice's rows only. The validation part
+    of a store larger than memory is thus read a batch at a time as it is evaluated, never held whole."""
+
+    def __init__(self, images: torch.Tensor, index: torch.Tensor) -> None:
+        self.images, self.index = images, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self.images[self.index[rows]]

@@ -281,27 +281,39 @@ def deform_conv2d(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-class _Sample(torch.autograd.Function):
-    """The im2col columns sampled by the C++ kernel (``native.py``), channels-last: input (N, H, W, C)
-    in, (N, Hout, Wout, groups*K*C/groups) out, each group's K*C/groups tap-major. The modulation, if
-    any, is applied as the columns are formed, and its gradient recomputed from the input."""
+class _DeformConv(torch.autograd.Function):
+    """The columns sampled by the C++ kernel (``native.py``), channels-last: input (N, H, W, C) in,
+    (N, Hout, Wout, groups*K*C/groups) out, each group's K*C/groups tap-major, the modulation applied as
+    they are formed; then their product with the weight (O, K*C/groups, 1, 1) as a 1x1 convolution in
+    oneDNN's kernels, which beat BLAS's matmul on these shapes (benchmarks/README.md). Backward, the
+    kernel forms the columns' gradient an image at a time and scatters it at once, so that gradient,
+    as large as the columns, is never held whole; the mask's gradient is recomputed from the input."""
 
     @staticmethod
-    def forward(ctx, input, offset, mask, geometry):
+    def forward(ctx, input, offset, mask, weight, geometry):
+        columns = torch.ops.cnnlab.deform_sample(input, offset, mask, *geometry)
         ctx.geometry = geometry
-        ctx.save_for_backward(input, offset, mask)
-        return torch.ops.cnnlab.deform_sample(input, offset, mask, *geometry)
+        ctx.save_for_backward(input, offset, mask, weight, columns)
+        return F.conv2d(columns.permute(0, 3, 1, 2), weight, groups=geometry[-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        input, offset, mask = ctx.saved_tensors
-        need_input, need_offset, need_mask, _ = ctx.needs_input_grad
+        input, offset, mask, weight, columns = ctx.saved_tensors
+        need_input, need_offset, need_mask, need_weight, _ = ctx.needs_input_grad
+        grad = grad.permute(0, 2, 3, 1).contiguous()  # free when the output is channels-last
         grads = torch.ops.cnnlab.deform_sample_backward(
-            grad.contiguous(), input, offset, mask, *ctx.geometry, need_input
+            grad, weight.flatten(1), input, offset, mask, *ctx.geometry, need_input
         )
+        grad_weight = None
+        if need_weight:
+            one = (1, 1)
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad.permute(0, 3, 1, 2), columns.permute(0, 3, 1, 2), weight, None,
+                one, (0, 0), one, False, (0, 0), ctx.geometry[-1], (False, True, False),
+            )[1]  # fmt: skip
         needed = (need_input, need_offset, need_mask)
-        return (*(g if need else None for g, need in zip(grads, needed, strict=True)), None)
+        return (*(g if need else None for g, need in zip(grads, needed, strict=True)), grad_weight, None)
 
 
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # public from torch 2.3
@@ -332,16 +344,15 @@ def _native_deform_conv2d(
     with the weight; the output keeps the input's memory format."""
     out_ch, group_ch, kh, kw = weight.shape
     groups = input.shape[1] // group_ch
-    columns = _Sample.apply(
+    # The weight in the columns' order: (O, kh, kw, C/groups), as a 1x1 convolution's.
+    w = weight.reshape(out_ch, group_ch, kh * kw).transpose(1, 2).reshape(out_ch, -1, 1, 1).contiguous()
+    out = _DeformConv.apply(
         input.permute(0, 2, 3, 1).contiguous(),  # free when the input is channels-last
         offset.contiguous(),
         None if mask is None else mask.contiguous(),
+        w,
         (*geometry, groups),
     )
-    # The columns as a channels-last (N, K*C, Hout, Wout) image: the product is a 1x1 convolution, in
-    # oneDNN's kernels, which beat BLAS's matmul on these shapes (benchmarks/README.md).
-    w = weight.reshape(out_ch, group_ch, kh * kw).transpose(1, 2).reshape(out_ch, -1, 1, 1)
-    out = F.conv2d(columns.permute(0, 3, 1, 2), w, groups=groups)
     channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
     return out if channels_last else out.contiguous()
 

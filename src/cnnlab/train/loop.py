@@ -22,7 +22,7 @@ from .. import rundir
 from ..data.augment import Normalize, centre_crop, plan_epoch
 from ..data.base import Dataset
 from ..data.mix import plan_mix
-from ..data.split import validation_split
+from ..data.split import Rows, validation_split
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import AUX_WEIGHT
@@ -145,7 +145,7 @@ class Session:
     init: dict[str, Any] | None = None  # what a fine-tuning took from its init run
     notes: list[str] = field(default_factory=list)  # what was decided for the user, said once
     train_idx: torch.Tensor | None = None  # with a validation split, the training part; None: all
-    val: tuple[torch.Tensor, torch.Tensor] | None = None  # the held-out images and labels
+    val: tuple[Rows, torch.Tensor] | None = None  # the held-out images (read as evaluated) and labels
     selection: Selection = field(default_factory=Selection)
     log: StepLog | None = None  # --log: event files, written by rank 0
 
@@ -293,13 +293,13 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
 
 def _validation_split(
     config: TrainConfig, data: Dataset, crop_side: int | None
-) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+) -> tuple[torch.Tensor | None, tuple[Rows, torch.Tensor] | None]:
     """(training indices, (validation images, labels)) with --val-fraction, else (None, None)."""
     if config.val_fraction is None:
         return None, None
     train_idx, val_idx = validation_split(data.train_labels, config.val_fraction, config.seed)
-    images = data.train_images[val_idx]
-    return train_idx, (centre_crop(images, crop_side) if crop_side else images, data.train_labels[val_idx])
+    images = centre_crop(data.train_images, crop_side) if crop_side else data.train_images
+    return train_idx, (Rows(images, val_idx), data.train_labels[val_idx])
 
 
 def _optimization(

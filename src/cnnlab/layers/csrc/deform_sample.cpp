@@ -1,5 +1,6 @@
 // Deformable convolution's bilinear sampling on the CPU, channels-last: the im2col columns that
-// cnnlab/layers/deform_conv.py multiplies with the weight, and their gradients.
+// cnnlab/layers/deform_conv.py multiplies with the weight, and, from the product's output gradient,
+// the gradients of the input, the offsets and the mask.
 //
 // input (N, H, W, C) contiguous; offset (N, 2*G*K, Ho, Wo) and mask (N, G*K, Ho, Wo) in
 // torchvision.ops.deform_conv2d's channel order (offset group, tap, then dy before dx), K = kh*kw.
@@ -128,21 +129,44 @@ void sample(const Shape& s, const T* input, const T* offset, const T* mask, T* c
   });
 }
 
+// The columns' gradient of image n: its output gradient (Ho*Wo, O) times the weight (O, K*C/groups),
+// one product per convolution group, into tile (Ho*Wo, groups*K*C/groups).
+void columns_gradient(const at::Tensor& grad_out, const at::Tensor& weight, int64_t n, int64_t groups,
+                      at::Tensor& tile) {
+  const int64_t L = tile.size(0), O = weight.size(0);
+  const at::Tensor g = grad_out[n].view({L, O});
+  if (groups == 1) {
+    at::mm_out(tile, g, weight);
+    return;
+  }
+  const int64_t per_out = O / groups, per_col = weight.size(1);
+  const at::Tensor blocks =
+      at::bmm(g.view({L, groups, per_out}).transpose(0, 1), weight.view({groups, per_out, per_col}));
+  tile.view({L, groups, per_col}).copy_(blocks.transpose(0, 1));
+}
+
 // The gradients of the input (if grad_input is not null), the offsets and the mask (if given), from
-// the columns' gradient. Images are independent, so threads split the batch and never write to the
-// same place: the result does not depend on the number of threads.
+// the output's gradient (N, Ho, Wo, O) and the weight (O, K*C/groups) of the product after the
+// sampling. Each image's columns' gradient is formed in a tile and scattered while the tile is in the
+// cache: the gradient of all the columns, as large as the columns, is never held. Images are
+// independent, so threads split the batch and never write to the same place: the result does not
+// depend on the number of threads.
 template <typename T>
-void sample_backward(const Shape& s, const T* grad, const T* input, const T* offset, const T* mask,
-                     T* grad_input, T* grad_offset, T* grad_mask) {
+void sample_backward(const Shape& s, const at::Tensor& grad_out, const at::Tensor& weight, const T* input,
+                     const T* offset, const T* mask, T* grad_input, T* grad_offset, T* grad_mask) {
   const int64_t row = s.taps() * s.c, L = s.length();
   std::vector<std::vector<Run>> plan;
   for (int64_t g = 0; g < s.offset_groups; ++g)
     for (int64_t k = 0; k < s.taps(); ++k) plan.push_back(runs(s, g, k));
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
+    const at::NoGradGuard no_grad;  // grad mode is per thread, and on in a fresh worker thread
+    at::Tensor tile = at::empty({L, row}, grad_out.options());
     for (int64_t n = begin; n < end; ++n) {
+      columns_gradient(grad_out, weight, n, s.groups, tile);
+      const T* grad = tile.const_data_ptr<T>();
       const int64_t image_at = n * s.h * s.w * s.c;
       for (int64_t ho = 0; ho < s.ho; ++ho) for (int64_t wo = 0; wo < s.wo; ++wo) {
-        const T* g_row = grad + (n * L + ho * s.wo + wo) * row;
+        const T* g_row = grad + (ho * s.wo + wo) * row;
         for (int64_t g = 0; g < s.offset_groups; ++g) {
           for (int64_t k = 0, i = 0; i < s.kh; ++i) for (int64_t j = 0; j < s.kw; ++j, ++k) {
             const Point<T> q = point(s, offset, mask, n, ho, wo, g, i, j);
@@ -151,7 +175,7 @@ void sample_backward(const Shape& s, const T* grad, const T* input, const T* off
             for (int i = 0; i < 4; ++i) {
               if (cs.at[i] < 0) continue;
               T dot = 0;  // the columns' gradient against this corner's values
-              const T weight = q.m * cs.w[i];
+              const T share = q.m * cs.w[i];
               for (const Run& r : plan[g * s.taps() + k]) {
                 const T* __restrict src = input + image_at + cs.at[i] + r.channel;
                 const T* __restrict gc = g_row + r.column;
@@ -160,7 +184,7 @@ void sample_backward(const Shape& s, const T* grad, const T* input, const T* off
                 if (grad_input) {
                   T* __restrict dst = grad_input + image_at + cs.at[i] + r.channel;
 #pragma omp simd
-                  for (int64_t c = 0; c < r.size; ++c) dst[c] += weight * gc[c];
+                  for (int64_t c = 0; c < r.size; ++c) dst[c] += share * gc[c];
                 }
               }
               gy += cs.dy[i] * dot;
@@ -230,20 +254,25 @@ at::Tensor deform_sample(const at::Tensor& input, const at::Tensor& offset,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_sample_backward(
-    const at::Tensor& grad, const at::Tensor& input, const at::Tensor& offset,
+    const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& input, const at::Tensor& offset,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef kernel, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool input_grad) {
   const Shape s = shape_of(input, offset, mask, kernel, stride, padding, dilation, groups);
-  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == input.scalar_type() &&
-                  grad.numel() == s.n * s.length() * s.taps() * s.c,
-              "the columns' gradient does not fit");
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.is_contiguous() &&
+                  grad_out.scalar_type() == input.scalar_type() && grad_out.size(0) == s.n &&
+                  grad_out.size(1) == s.ho && grad_out.size(2) == s.wo,
+              "the output's gradient must be contiguous (N, Hout, Wout, O) of the input's dtype");
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.scalar_type() == input.scalar_type() &&
+                  weight.size(0) == grad_out.size(3) && weight.size(0) % groups == 0 &&
+                  weight.size(1) * groups == s.taps() * s.c,
+              "the weight must be contiguous (O, K*C/groups) of the input's dtype");
   auto grad_input = input_grad ? at::zeros_like(input) : at::Tensor();
   auto grad_offset = at::empty_like(offset);
   auto grad_mask = mask ? at::empty_like(*mask) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_sample_backward", [&] {
     sample_backward<scalar_t>(
-        s, grad.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
-        offset.const_data_ptr<scalar_t>(), mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+        s, grad_out, weight, input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
+        mask ? mask->const_data_ptr<scalar_t>() : nullptr,
         input_grad ? grad_input.data_ptr<scalar_t>() : nullptr, grad_offset.data_ptr<scalar_t>(),
         mask ? grad_mask.data_ptr<scalar_t>() : nullptr);
   });
@@ -257,8 +286,8 @@ TORCH_LIBRARY(cnnlab, m) {
       "deform_sample(Tensor input, Tensor offset, Tensor? mask, int[] kernel, int[] stride, "
       "int[] padding, int[] dilation, int groups) -> Tensor");
   m.def(
-      "deform_sample_backward(Tensor grad, Tensor input, Tensor offset, Tensor? mask, int[] kernel, "
-      "int[] stride, int[] padding, int[] dilation, int groups, bool input_grad) "
+      "deform_sample_backward(Tensor grad_out, Tensor weight, Tensor input, Tensor offset, Tensor? mask, "
+      "int[] kernel, int[] stride, int[] padding, int[] dilation, int groups, bool input_grad) "
       "-> (Tensor, Tensor, Tensor)");
 }
 
