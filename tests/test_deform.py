@@ -293,6 +293,36 @@ def test_gradcheck_the_unmodulated_product_with_frozen_inputs(frozen):
 
 
 @pytest.mark.slow
+def test_gradcheck_the_weight_alone():
+    """Input and offsets frozen: the weight's gradient, with no gradient of the sampling asked for."""
+    torch.manual_seed(15)
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    offset = off_integer((2, 18, 4, 4))
+    weight = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: deform_conv2d(x, offset, w, None, 1, 1), [weight])
+
+
+def test_the_function_computes_in_float32_under_autocast():
+    """Called directly under bf16 autocast, as the layer is: the fp32 values and gradients, and a bf16
+    input is taken up to fp32."""
+    torch.manual_seed(16)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    offset = off_integer((2, 18, 6, 6)).float().requires_grad_()
+    weight = torch.randn(6, 4, 3, 3, requires_grad=True)
+    expected = deform_conv2d(x, offset, weight, None, 1, 1)
+    grads = torch.autograd.grad(expected.square().sum(), (x, offset, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d(x, offset, weight, None, 1, 1)
+        from_bf16 = deform_conv2d(x.bfloat16(), offset, weight, None, 1, 1)
+    assert out.dtype == from_bf16.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(from_bf16, deform_conv2d(x.bfloat16().float(), offset, weight, None, 1, 1))
+    got = torch.autograd.grad(out.square().sum(), (x, offset, weight))
+    for a, b in zip(got, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_the_deep_product_as_a_1x1_conv_matches_the_matmul(monkeypatch):
     """Deep products (many channels) go through a 1x1 convolution: same values and gradients."""
     from cnnlab.layers import deform_conv as layers

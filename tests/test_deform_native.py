@@ -107,8 +107,8 @@ def test_a_channels_last_layer_equals_its_nchw_twin():
 
 
 def test_the_kernel_does_not_depend_on_the_number_of_threads():
-    """The sampling and its backward pass, bit for bit (the product after the sampling is oneDNN's,
-    which is not held to this)."""
+    """The sampling and its backward pass, bit for bit, with at least one image per thread (the
+    product in the forward pass is oneDNN's, which is not held to this)."""
     require_native()
     (x, offset, weight, _, mask), _ = arguments("groups_across_offset_groups", torch.float32)
     x, offset, mask = x.detach().permute(0, 2, 3, 1).contiguous(), offset.detach(), mask.detach()

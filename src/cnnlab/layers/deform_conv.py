@@ -226,7 +226,8 @@ def deform_conv2d(
     outside tracing and export: it samples channels-last, each point's corners and weights shared by
     its offset group's channels, and the columns meet the weight in a 1x1 convolution; it reads pixel
     coordinates directly, so zero offsets land exactly on the pixels. Gradients are first-order on
-    either path (both products but grid_sample's deep one are ``once_differentiable``).
+    either path (the kernel's sampling and product are one ``once_differentiable`` Function, and the
+    grid_sample path's products but its deep one are too).
     Precision: on the grid_sample path, positions pass through grid_sample's normalization, so in
     float32 a sample lands within about size * 6e-8 pixels of where it should (exact in float64 to
     ~1e-15): at zero offsets the layer equals the plain convolution to ~1e-6 relative at 32 pixels,
@@ -234,6 +235,14 @@ def deform_conv2d(
     """
     if input.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"expected 4-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")
+    device = input.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        # As in DeformConv2d.forward: positions are coordinates, which bf16 would move by a good fraction
+        # of a pixel, so the function computes in float32 (float64 kept) whatever autocast says.
+        dtype = torch.promote_types(input.dtype, torch.float32)
+        with torch.autocast(device, enabled=False):
+            x, o, w, b, m = (None if t is None else t.to(dtype) for t in (input, offset, weight, bias, mask))
+            return deform_conv2d(x, o, w, b, stride, padding, dilation, m)  # type: ignore[arg-type]
     stride, padding, dilation = (
         _pair(stride, "stride"),
         _pair(padding, "padding"),
@@ -302,9 +311,11 @@ class _DeformConv(torch.autograd.Function):
         input, offset, mask, weight, columns = ctx.saved_tensors
         need_input, need_offset, need_mask, need_weight, _ = ctx.needs_input_grad
         grad = grad.permute(0, 2, 3, 1).contiguous()  # free when the output is channels-last
-        grads = torch.ops.cnnlab.deform_sample_backward(
-            grad, weight.flatten(1), input, offset, mask, *ctx.geometry, need_input
-        )
+        grads = (None, None, None)
+        if need_input or need_offset or need_mask:
+            grads = torch.ops.cnnlab.deform_sample_backward(
+                grad, weight.flatten(1), input, offset, mask, *ctx.geometry, need_input
+            )
         grad_weight = None
         if need_weight:
             one = (1, 1)

@@ -149,8 +149,8 @@ void columns_gradient(const at::Tensor& grad_out, const at::Tensor& weight, int6
 // the output's gradient (N, Ho, Wo, O) and the weight (O, K*C/groups) of the product after the
 // sampling. Each image's columns' gradient is formed in a tile and scattered while the tile is in the
 // cache: the gradient of all the columns, as large as the columns, is never held. Images are
-// independent, so threads split the batch and never write to the same place: the result does not
-// depend on the number of threads.
+// independent, so threads split the batch and never write to the same place: with at least one image
+// per thread, each product runs in its thread alone and the result does not depend on their number.
 template <typename T>
 void sample_backward(const Shape& s, const at::Tensor& grad_out, const at::Tensor& weight, const T* input,
                      const T* offset, const T* mask, T* grad_input, T* grad_offset, T* grad_mask) {
