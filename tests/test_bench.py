@@ -67,6 +67,17 @@ def test_naive_overrides_precision_layout_and_compile(monkeypatch):
 
 
 @pytest.mark.slow
+def test_auto_precision_times_what_train_runs(monkeypatch):
+    """On a CPU with bf16, `auto` trains EfficientNet in fp32 (runtime.CPU_FP32_FAMILIES), and bench
+    times that; the others in bf16."""
+    monkeypatch.setattr("cnnlab.runtime.cpu_has_bf16", lambda: True)
+    fast = {**FAST, "batch_size": 2, "steps": 1, "warmup": 0}
+    assert bench("efficientnet_b0", **fast)["precision"] == "fp32"
+    assert bench("resnet20", **fast)["precision"] == "bf16"
+    assert bench("efficientnet_b0", precision="bf16", **fast)["precision"] == "bf16"
+
+
+@pytest.mark.slow
 def test_infer_runs_the_prepared_model_in_eval_mode_without_gradients(monkeypatch):
     models, prepared = [], []
     create = bench_module.create_model

@@ -184,3 +184,27 @@ def test_images_below_the_model_minimum_are_resized_with_one_line(tiny_digits, t
     assert config["data"]["input_size"] == [1, 32, 32] and config["train"]["image_size"] == 32
     # eval resizes the test set alike (on torch: a VGG's ONNX export would take longer than the training)
     assert evaluate_run(out, device="cpu", backend="torch")["images"] == 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "bf16_cpu", "precision"), [
+    ("efficientnet_b0", True, "fp32"), ("resnet20", True, "bf16"), ("efficientnet_b0", False, "fp32"),
+])  # fmt: skip
+def test_auto_precision_keeps_efficientnet_in_fp32_on_a_cpu_with_bf16(
+    tiny_digits, tmp_path, capsys, monkeypatch, model, bf16_cpu, precision
+):
+    """EfficientNet's depthwise convolutions train slower in bf16 on the CPU (benchmarks/README.md):
+    `auto` keeps its family in fp32 there and says so once; the other families take bf16."""
+    from cnnlab.cli import main
+
+    monkeypatch.setattr("cnnlab.runtime.cpu_has_bf16", lambda: bf16_cpu)
+    width = ["--model-arg", "width_mult=0.25"] if model == "efficientnet_b0" else []
+    code = main(["train", "--model", model, *width, "--data", str(tiny_digits), "--epochs", "1",
+                 "--batch-size", "100", "--no-progress", "--out", str(tmp_path / "run")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["precision"] == precision
+    said = f"{model} trains in fp32: its layers run slower in bf16 on this CPU"
+    assert printed.count(said) == (model == "efficientnet_b0" and bf16_cpu)
+    # --precision bf16 still chooses bf16 for it
+    assert cnnlab.runtime.resolve_precision("bf16", torch.device("cpu"), "efficientnet") == torch.bfloat16

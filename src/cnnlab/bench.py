@@ -36,7 +36,7 @@ from .errors import CnnlabError
 from .fuse import fuse_for_inference
 from .loss import classification_loss
 from .machine import machine, peak_rss_mb
-from .models import create_model
+from .models import create_model, model_family
 from .runtime import (
     autocast,
     channels_last_default,
@@ -308,7 +308,7 @@ def bench(
         precision, channels_last, compile = "fp32", False, False
     elif channels_last is None:
         channels_last = channels_last_default(dev)
-    dtype = resolve_precision(precision, dev)
+    dtype = resolve_precision(precision, dev, model_family(model_name))
 
     torch.manual_seed(SEED)
     model = create_model(model_name, num_classes=num_classes, in_chans=size[0]).to(dev)

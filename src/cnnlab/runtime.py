@@ -14,6 +14,10 @@ from .errors import CnnlabError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+# Model families that train faster in fp32 than in bf16 even on a CPU that computes bf16 natively, so
+# that `auto` keeps them in fp32 there: EfficientNet, whose depthwise convolutions oneDNN runs slowly
+# in bf16 (benchmarks/README.md, "auto precision on the CPU").
+CPU_FP32_FAMILIES = frozenset({"efficientnet"})
 
 
 def cpu_has_bf16() -> bool:
@@ -34,11 +38,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(name: str, device: torch.device, family: str | None = None) -> torch.dtype | None:
     """The autocast dtype for ``name`` on ``device``; None means plain fp32.
 
-    ``auto`` takes bf16 where the hardware has it (CUDA with bf16, or a CPU with native bf16),
-    else fp32. fp16 is offered on CUDA only, where a gradient scaler guards against underflow.
+    ``auto`` takes bf16 where the hardware has it (CUDA with bf16, or a CPU with native bf16 for a model
+    ``family`` not in CPU_FP32_FAMILIES), else fp32. fp16 is offered on CUDA only, where a gradient
+    scaler guards against underflow.
     """
     if name not in PRECISIONS:
         raise CnnlabError(f"unknown precision {name!r}: use one of {', '.join(PRECISIONS)}")
@@ -46,7 +51,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "auto":
         if cuda:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else None
+        return torch.bfloat16 if cpu_has_bf16() and family not in CPU_FP32_FAMILIES else None
     if name == "fp32":
         return None
     if name == "fp16" and not cuda:

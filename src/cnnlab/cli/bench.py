@@ -113,7 +113,7 @@ def add(sub: Any) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto: for --mode train bf16 where the hardware has it, for infer what eval runs (fp32)",
+        help="auto: what train runs (bf16 where the hardware has it), or for infer what eval runs (fp32)",
     )
     p.add_argument(
         "--channels-last",

@@ -119,7 +119,11 @@ def _add_optimization_options(p: argparse.ArgumentParser) -> None:
         f"auto: resized on images of at least {RESIZED_MIN_SIDE} pixels (default)",
     )
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--precision", choices=PRECISIONS, help="default auto: bf16 where the hardware has it")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="default auto: bf16 where the hardware has it (EfficientNet on a CPU: fp32)",
+    )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

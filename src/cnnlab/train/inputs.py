@@ -12,6 +12,7 @@ from .. import data as datasets
 from ..data.base import Dataset
 from ..errors import CnnlabError
 from ..models import create_model, min_input_size, paper_recipe_of, recipe_of
+from ..runtime import resolve_precision
 from .config import CROP_FRACTION, RESIZED_MIN_SIDE, TrainConfig
 
 
@@ -83,6 +84,14 @@ def resized_crop_side(
         f"{crop}x{crop} (--crop pad trains on padded crops at {size})"
     )
     return crop
+
+
+def precision_notes(config: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> list[str]:
+    """Where ``auto`` keeps the model's family in fp32 on a CPU that computes bf16: said once."""
+    if config.precision != "auto" or dtype is not None or resolve_precision("auto", device) is None:
+        return []
+    slower = "its layers run slower in bf16 on this CPU"
+    return [f"{config.model} trains in fp32: {slower} (--precision bf16 chooses bf16)"]
 
 
 def paper_notes(config: TrainConfig, data: Dataset) -> list[str]:

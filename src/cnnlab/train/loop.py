@@ -26,7 +26,7 @@ from ..data.split import Rows, validation_split
 from ..errors import CnnlabError, InputSizeError, RunDirError
 from ..evaluate import evaluate
 from ..loss import AUX_WEIGHT
-from ..models import check_input_size, create_model
+from ..models import check_input_size, create_model, model_family
 from ..models.recipe import DEFAULT as DEFAULT_RECIPE
 from ..runconfig import FORMAT_VERSION, DataInfo, RunConfig
 from ..runtime import channels_last_default, precision_name, resolve_device, resolve_precision
@@ -243,8 +243,9 @@ def _set_up(config: TrainConfig, resuming: bool, world: World, device_name: str)
     local_batch(config.batch_size, world)
     check_available(config.log)
     device = resolve_device(device_name)
-    dtype = resolve_precision(config.precision, device)
+    dtype = resolve_precision(config.precision, device, model_family(config.model))  # type: ignore[arg-type]
     data, notes, resized_up = inputs.load_data(config)
+    notes += inputs.precision_notes(config, device, dtype)
     if config.recipe == "paper":
         notes += inputs.paper_notes(config, data)
     torch.manual_seed(config.seed)
