@@ -204,7 +204,7 @@ def test_auto_precision_keeps_efficientnet_in_fp32_on_a_cpu_with_bf16(
     printed = capsys.readouterr().out
     assert code == 0
     assert json.loads((tmp_path / "run" / "result.json").read_text())["precision"] == precision
-    said = f"{model} trains in fp32: its layers run slower in bf16 on this CPU"
+    said = f"{model} trains in fp32: its depthwise convolutions trained slower in bf16"
     assert printed.count(said) == (model == "efficientnet_b0" and bf16_cpu)
     # --precision bf16 still chooses bf16 for it
     assert cnnlab.runtime.resolve_precision("bf16", torch.device("cpu"), "efficientnet") == torch.bfloat16
