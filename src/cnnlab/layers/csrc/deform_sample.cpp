@@ -79,6 +79,14 @@ std::vector<Run> runs(const Shape& s, int64_t g, int64_t k) {
   return out;
 }
 
+// The runs of every (offset group, tap), indexed g * K + k.
+std::vector<std::vector<Run>> run_plan(const Shape& s) {
+  std::vector<std::vector<Run>> plan;
+  for (int64_t g = 0; g < s.offset_groups; ++g)
+    for (int64_t k = 0; k < s.taps(); ++k) plan.push_back(runs(s, g, k));
+  return plan;
+}
+
 template <typename T>
 struct Point {  // one sample point: where it reads, its modulation, and where its offset and mask are
   T y, x, m;
@@ -101,9 +109,7 @@ Point<T> point(const Shape& s, const T* offset, const T* mask, int64_t n, int64_
 template <typename T>
 void sample(const Shape& s, const T* input, const T* offset, const T* mask, T* columns) {
   const int64_t row = s.taps() * s.c;  // one output position's columns
-  std::vector<std::vector<Run>> plan;
-  for (int64_t g = 0; g < s.offset_groups; ++g)
-    for (int64_t k = 0; k < s.taps(); ++k) plan.push_back(runs(s, g, k));
+  const std::vector<std::vector<Run>> plan = run_plan(s);
   at::parallel_for(0, s.n * s.length(), 16, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n = p / s.length(), ho = p % s.length() / s.wo, wo = p % s.wo;
@@ -155,9 +161,7 @@ template <typename T>
 void sample_backward(const Shape& s, const at::Tensor& grad_out, const at::Tensor& weight, const T* input,
                      const T* offset, const T* mask, T* grad_input, T* grad_offset, T* grad_mask) {
   const int64_t row = s.taps() * s.c, L = s.length();
-  std::vector<std::vector<Run>> plan;
-  for (int64_t g = 0; g < s.offset_groups; ++g)
-    for (int64_t k = 0; k < s.taps(); ++k) plan.push_back(runs(s, g, k));
+  const std::vector<std::vector<Run>> plan = run_plan(s);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
     const at::NoGradGuard no_grad;  // grad mode is per thread, and on in a fresh worker thread
     at::Tensor tile = at::empty({L, row}, grad_out.options());
