@@ -6,7 +6,7 @@ with status 1 when a page differs from its render. Both import cnnlab, from this
 ``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
 ``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``,
-``data_store.py``) and every
+``data_store.py``, ``optimizer_step.py``) and every
 ``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``), and every
 ``docs/experiments/NAME.json`` an experiment wrote (``render_experiments.py``, which imports cnnlab's
 formatter). A file of a shape this module does not know is an error, so a new kind of result gets its
@@ -305,6 +305,31 @@ def store_rows(data: Json) -> str:
     return "\n\n".join(parts)
 
 
+def optimizer_rows(data: Json) -> str:
+    """``optimizer_step.py``: one step of torch's fused optimizer against its loop over the parameters,
+    and an epoch of training with each."""
+    speedup = "{:.2f}x".format
+    steps = [
+        [r["model"], count(r["params"]), r["optimizer"], num(r["loop_ms"], 2), num(r["fused_ms"], 2),
+         speedup(r["speedup"])]
+        for r in data["steps"]
+    ]  # fmt: skip
+    runs = ", ".join
+    speeds = [
+        [r["model"], runs(map(num, r["loop_images_per_s"])), runs(map(num, r["fused_images_per_s"])),
+         speedup(r["speedup"])]
+        for r in data["train"]
+    ]  # fmt: skip
+    header = ["model", "parameters", "optimizer", "loop ms", "fused ms", "speed-up"]
+    train_header = ["model", "loop images/s", "fused images/s", "speed-up (medians)"]
+    return "\n\n".join([
+        f"`{data['command'].strip()}`. One optimizer step over the model's parameters (10 classes):",
+        table(header, steps),
+        "One epoch of `cnnlab train --model M` (its recipe's optimizer) per run, alternating:",
+        table(train_header, speeds),
+    ])  # fmt: skip
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
@@ -321,6 +346,8 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
         return "Packed stores", store_rows
     if "runs" in data and "summary" in data:
         return "Time to accuracy of the default training", accuracy_rows
+    if "steps" in data and "train" in data:
+        return "The fused optimizer step against torch's loop", optimizer_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")
 
 

@@ -55,6 +55,24 @@ def test_tiny_steps_are_timed_for_the_minimum_duration():
     assert r["steps"] > 1 and r["steps"] * r["ms_per_batch"] > 150  # the median step times the count
 
 
+@pytest.mark.parametrize("naive", [False, True])
+def test_the_training_step_fuses_sgd_as_the_trainer_does_and_naive_keeps_torchs_default(naive, monkeypatch):
+    made = []
+
+    class Recording(torch.optim.SGD):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim, "SGD", Recording)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.randn(2, 3, 2, 2), torch.tensor([0, 2])
+    before = model[1].weight.detach().clone()
+    bench_module.make_step(model, "train", x, y, torch.device("cpu"), None, naive=naive)()
+    assert len(made) == 1 and made[0].defaults["fused"] is (None if naive else True)
+    assert not torch.equal(model[1].weight, before)  # the step took
+
+
 @pytest.mark.slow
 def test_naive_overrides_precision_layout_and_compile(monkeypatch):
     def no_compile(*args, **kwargs):

@@ -61,6 +61,38 @@ def test_a_recipes_fields_reach_the_optimizer(monkeypatch):
     assert all(p.dim() > 1 for p in groups[0.05]["params"])
 
 
+@pytest.mark.parametrize("kind", OPTIMIZERS)
+def test_sgd_and_adamw_take_torchs_fused_step_on_the_cpu_with_the_loops_weights(kind, monkeypatch):
+    """The fused step (one pass over each parameter) is what the trainer runs on the CPU; it moves the
+    weights as torch's default loop over the parameters does: bit for bit for plain SGD, within float32
+    rounding for Nesterov's and AdamW. RMSprop has no fused step in torch and keeps the loop."""
+    recipe = dataclasses.replace(DEFAULT, optimizer=kind, decay_norm_and_bias=False)
+    monkeypatch.setattr("cnnlab.train.config.recipe_of", lambda name: recipe)
+    settings = apply_recipe(TrainConfig(model="simple_cnn"))
+    weights = []
+    for fused in (True, None):
+        monkeypatch.setattr("cnnlab.train.schedule.fused_optimizer", lambda device, fused=fused: fused)
+        torch.manual_seed(0)
+        model = create_model("simple_cnn", num_classes=10, in_chans=1)
+        optimizer, _ = make_optimizer(model, settings, total_steps=10, warmup_steps=0)
+        assert optimizer.defaults.get("fused") is (fused if kind != "rmsprop" else None)
+        torch.manual_seed(1)
+        for _ in range(3):
+            _step(optimizer, model)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    if kind in ("sgd", "rmsprop"):
+        assert torch.equal(weights[0], weights[1])
+    else:
+        torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_trainer_fuses_the_step_on_the_cpu_only():
+    from cnnlab.runtime import fused_optimizer
+
+    assert fused_optimizer(torch.device("cpu")) is True
+    assert fused_optimizer(torch.device("cuda")) is None  # torch's own choice where it was not measured
+
+
 def test_a_flag_wins_and_config_says_which_fields_the_recipe_set():
     config = apply_recipe(TrainConfig(model="resnet20", lr=0.05, optimizer="nesterov"))
     assert (config.lr, config.optimizer) == (0.05, "nesterov")  # a given --lr is not rescaled

@@ -4,7 +4,8 @@
 normal inputs, which is what the trainer's normalization produces, and random labels), so data loading
 and augmentation are not part of the figure. A training step is the trainer's: forward under autocast,
 ``classification_loss`` (GoogLeNet's auxiliary heads included), zero_grad, backward, an SGD step with
-momentum 0.9. An inference step runs the model in eval mode under ``torch.inference_mode``.
+momentum 0.9 (fused where the trainer fuses it; torch's default loop over the parameters for
+``--naive``). An inference step runs the model in eval mode under ``torch.inference_mode``.
 
 Achieved GFLOP/s count only the conv and linear layers' MACs (as ``cnnlab summary`` does), two FLOPs
 each, times three for a training step (the backward pass costs about twice the forward). The peak is
@@ -41,6 +42,7 @@ from .runtime import (
     autocast,
     channels_last_default,
     cpu_has_bf16,
+    fused_optimizer,
     precision_name,
     resolve_device,
     resolve_precision,
@@ -234,10 +236,11 @@ def make_step(
     device: torch.device,
     dtype: torch.dtype | None,
     forward: Callable[[torch.Tensor], Any] | None = None,
+    naive: bool = False,
 ) -> Step:
     """One training or inference step of ``model`` on the batch ``(x, y)``. ``forward`` runs the model
     instead of ``model`` itself (the compiled module); the optimizer always takes ``model``'s
-    parameters."""
+    parameters, and steps as the trainer's does unless ``naive`` (torch's default)."""
     forward = model if forward is None else forward
     if mode == "infer":
 
@@ -248,7 +251,8 @@ def make_step(
         return infer
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+    fused = None if naive else fused_optimizer(device)
+    optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, fused=fused)
     # As in the trainer: a scaler only for fp16, which underflows without one.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -329,7 +333,7 @@ def bench(
         model.train()
     backend = "torch" if mode == "train" or naive else backend
     if backend == "torch":
-        step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile)
+        step, compile_error = _step(model_name, model, mode, x, y, dev, dtype, compile, naive)
     else:
         step, compile_error = _engine_step(model, model_name, backend, precision, x), None
     times = time_steps(step, dev, steps, warmup, min_seconds)
@@ -411,9 +415,10 @@ def _step(
     dev: torch.device,
     dtype: torch.dtype | None,
     compile: bool,
+    naive: bool = False,
 ) -> tuple[Callable[[], None], str | None]:
     """The step to time, compiled if asked and if torch.compile manages; else eager, and why."""
-    step = make_step(model, mode, x, y, dev, dtype)
+    step = make_step(model, mode, x, y, dev, dtype, naive=naive)
     if not compile:
         return step, None
     try:

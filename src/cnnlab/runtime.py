@@ -59,6 +59,13 @@ def resolve_precision(name: str, device: torch.device, family: str | None = None
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 
+def fused_optimizer(device: torch.device) -> bool | None:
+    """torch.optim's ``fused`` for SGD and AdamW on ``device``: True on the CPU, where torch's default
+    is a loop over the parameters and the fused step, one pass over each, was faster where measured
+    (benchmarks/README.md, "The optimizer's step"); None, torch's own choice, elsewhere."""
+    return True if device.type == "cpu" else None
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 

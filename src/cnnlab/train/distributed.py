@@ -20,6 +20,7 @@ seconds, default 300), so ranks whose peer died exit with a message instead of h
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -70,6 +71,7 @@ def setup(device_name: str) -> tuple[World, str]:
 
 def teardown(world: World) -> None:
     if world.distributed and dist.is_initialized():
+        gc.collect()  # DDP's reducer, in reference cycles, holds the group: free it while torch can
         dist.destroy_process_group()
 
 

@@ -24,6 +24,7 @@ from torch.optim import lr_scheduler
 
 from ..errors import CnnlabError
 from ..models.recipe import BATCH, OPTIMIZERS
+from ..runtime import fused_optimizer
 
 SCHEDULES = ("cosine", "step", "exponential", "onecycle")
 
@@ -59,12 +60,13 @@ def make_optimizer(
         for (scale, decays), params in _parameter_groups(model, settings.decay_norm_and_bias).items()
     ]
     kind, lr, momentum = settings.optimizer, settings.lr, settings.momentum
+    fused = fused_optimizer(next(model.parameters()).device)
     if kind in ("sgd", "nesterov"):
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, nesterov=kind == "nesterov"
+            groups, lr=lr, momentum=momentum, nesterov=kind == "nesterov", fused=fused
         )
     elif kind == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), fused=fused)
     elif kind == "rmsprop":  # the EfficientNet paper's: decay 0.9, momentum 0.9, epsilon 1e-3
         optimizer = torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=momentum)
     else:
