@@ -1,6 +1,6 @@
 """torch's fused optimizer step against its default loop over the parameters, on the CPU, as one JSON
-object: the step alone over each model's parameters, and the training of the families whose recipe
-steps AdamW over tens of millions of weights.
+object: the step alone over each model's parameters, and the training of the two models with the most
+weights.
 
 Run as ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/optimizer_step.py [--rounds 5] [--train-rounds 2]``.
 ``steps``: per model (its parameters for mnist5k's 10 classes) and optimizer (SGD with momentum and
@@ -30,8 +30,8 @@ from cnnlab.train import TrainConfig
 from cnnlab.train.loop import fit
 
 STEP_MODELS = ("alexnet", "vgg11_bn", "googlenet", "efficientnet_b0", "resnet20")
-TRAIN_MODELS = ("alexnet", "vgg11_bn")  # their recipes step AdamW over tens of millions of weights
-OPTIMIZERS = {  # as the recipes step them (models/recipe.py)
+TRAIN_MODELS = ("alexnet", "vgg11_bn")  # their recipes: AdamW for AlexNet, SGD for VGG-11
+OPTIMIZERS = {  # the recipes' momentum and weight decay; the rate does not change the step's time
     "sgd": lambda params, fused: torch.optim.SGD(params, 0.01, momentum=0.9, weight_decay=5e-4, fused=fused),
     "adamw": lambda params, fused: torch.optim.AdamW(params, 1e-3, weight_decay=0.05, fused=fused),
 }

@@ -13,9 +13,12 @@ import pytest
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cnnlab.data.augment import batches, plan_epoch
 from cnnlab.errors import CnnlabError
+from cnnlab.train import TrainConfig, loop
+from cnnlab.train.config import apply_recipe
 from cnnlab.train.distributed import World, local_batch, teardown
 
 # A small learning rate keeps the run in the regime where rounding differences stay rounding: at
@@ -61,24 +64,53 @@ def test_each_process_gathers_its_slice_of_the_global_batch_with_its_own_augment
     assert parts[1][0][1].tolist() == plan.order[4:8].tolist()
 
 
-def test_teardown_frees_a_ddp_wrapper_left_in_a_reference_cycle_before_destroying_the_group(tmp_path):
-    """A DDP wrapper that outlives the training in a reference cycle holds the gloo group; freed only at
-    the interpreter's exit, it aborted a rank ("terminate called without an active exception") in about
-    one run of ten. teardown frees it first."""
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo group of this one process, and no automatic collection while it lives: what teardown frees
+    is then what its own collection freed."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    gc.disable()  # no automatic collection between the cycle's creation and teardown
+    gc.disable()
     try:
-        cycle: dict[str, object] = {"ddp": torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))}
-        cycle["self"] = cycle
-        ddp = weakref.ref(cycle["ddp"])
-        del cycle
-        assert ddp() is not None  # control: only a collection frees it
-        teardown(World(rank=0, size=2))
-        assert ddp() is None and not dist.is_initialized()
+        yield World(rank=0, size=2)  # what the trainer would be told under torchrun
     finally:
         gc.enable()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_teardown_frees_a_ddp_wrapper_left_in_a_cycle_before_destroying_the_group(one_process_group):
+    """A DDP wrapper that outlives the training in a reference cycle holds the gloo group; freed only at
+    the interpreter's exit, it aborted a rank ("terminate called without an active exception") in about
+    one run of ten. teardown frees it first."""
+    cycle: dict[str, object] = {"ddp": DDP(torch.nn.Linear(2, 2))}
+    cycle["self"] = cycle
+    ddp = weakref.ref(cycle["ddp"])
+    del cycle
+    assert ddp() is not None  # control: only a collection frees it
+    teardown(one_process_group)
+    assert ddp() is None and not dist.is_initialized()
+
+
+def test_a_failed_training_leaves_its_ddp_wrapper_to_teardown(one_process_group, tmp_path, monkeypatch):
+    """The error's traceback holds the trainer's session; the wrapper in it must not stay reachable."""
+    made = []
+
+    class Recorded(DDP):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    def diverge(*args):
+        raise CnnlabError("training diverged")
+
+    monkeypatch.setattr(loop, "DDP", Recorded)
+    monkeypatch.setattr(loop, "_epoch", diverge)
+    config = apply_recipe(TrainConfig(model="simple_cnn", epochs=1, out=str(tmp_path / "run")))
+    with pytest.raises(CnnlabError, match="diverged") as failure:
+        loop._fit(config, False, True, False, one_process_group, "cpu", None)
+    assert len(made) == 1 and failure.value.__traceback__ is not None
+    teardown(one_process_group)
+    assert made[0]() is None
 
 
 @pytest.mark.slow

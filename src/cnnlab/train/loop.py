@@ -185,6 +185,18 @@ def _fit(
     observe: Observer | None,
 ) -> dict[str, Any]:
     s = _set_up(config, resuming, world, device_name)
+    try:
+        return _train(s, live, quiet, resuming, observe)
+    finally:
+        # DDP's wrapper holds the process group; an error's traceback holds this frame and so the
+        # session: left reachable, the group would outlive teardown and abort at the interpreter's exit.
+        s.trained = s.model
+
+
+def _train(
+    s: Session, live: bool | None, quiet: bool, resuming: bool, observe: Observer | None
+) -> dict[str, Any]:
+    config, world = s.config, s.world
     rows = _restore(s) if resuming else []
     if world.distributed:  # gradients are averaged across the processes
         s.trained = DDP(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)

@@ -60,7 +60,8 @@ def make_optimizer(
         for (scale, decays), params in _parameter_groups(model, settings.decay_norm_and_bias).items()
     ]
     kind, lr, momentum = settings.optimizer, settings.lr, settings.momentum
-    fused = fused_optimizer(next(model.parameters()).device)
+    first = next(model.parameters(), None)  # None: torch's optimizer says the list is empty
+    fused = None if first is None else fused_optimizer(first.device)
     if kind in ("sgd", "nesterov"):
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
             groups, lr=lr, momentum=momentum, nesterov=kind == "nesterov", fused=fused
