@@ -6,7 +6,7 @@ with status 1 when a page differs from its render. Both import cnnlab, from this
 ``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
 ``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``,
-``data_store.py``, ``optimizer_step.py``) and every
+``data_store.py``, ``optimizer_step.py``, ``allocator.py``) and every
 ``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``), and every
 ``docs/experiments/NAME.json`` an experiment wrote (``render_experiments.py``, which imports cnnlab's
 formatter). A file of a shape this module does not know is an error, so a new kind of result gets its
@@ -330,6 +330,29 @@ def optimizer_rows(data: Json) -> str:
     ])  # fmt: skip
 
 
+def allocator_rows(data: Json) -> str:
+    """``allocator.py``: training speed with glibc's malloc as it comes and with the freed memory kept."""
+    measured = data["allocator"]
+
+    def runs(row: Json, *keys: str) -> list[str]:
+        return [", ".join(map(num, row[key])) for key in keys]
+
+    bench = [
+        [r["model"], "x".join(map(str, r["input"])),
+         *runs(r, "system_default", "kept_default", "system_naive", "kept_naive")]
+        for r in measured["bench"]
+    ]  # fmt: skip
+    train = [[r["model"], *runs(r, "system_images_per_s", "kept_images_per_s")] for r in measured["train"]]
+    batch = measured["bench"][0]["batch_size"]
+    header = ["model", "input", "default, system", "default, kept", "`--naive`, system", "`--naive`, kept"]
+    return "\n\n".join([
+        f"`{data['command'].strip()}`. Training steps in images/s at batch {batch}, each a fresh process:",
+        table(header, bench),
+        "One epoch of `cnnlab train --model M --epochs 1`, images/s:",
+        table(["model", "system", "kept"], train),
+    ])  # fmt: skip
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
@@ -346,6 +369,8 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
         return "Packed stores", store_rows
     if "runs" in data and "summary" in data:
         return "Time to accuracy of the default training", accuracy_rows
+    if "allocator" in data:
+        return "glibc's malloc as it comes against the freed memory kept", allocator_rows
     if "steps" in data and "train" in data:
         return "The fused optimizer step against torch's loop", optimizer_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")

@@ -6,6 +6,9 @@ Models know nothing about either: the trainer moves them and wraps their forward
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # that `auto` keeps them in fp32 there: EfficientNet, whose depthwise convolutions oneDNN runs slowly
 # in bf16 (benchmarks/README.md, "auto precision on the CPU").
 CPU_FP32_FAMILIES = frozenset({"efficientnet"})
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def cpu_has_bf16() -> bool:
@@ -26,6 +30,21 @@ def cpu_has_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # older torch without the probes: be conservative
         return False
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed tensors for the next ones instead of handing it back
+    to the system. By default it maps every block over 32 MB afresh (AlexNet's and VGG's weights, their
+    gradients and their bf16 copies) and returns freed memory at the heap's top, so each training step
+    faults those pages in again: benchmarks/README.md, "The allocator". The process keeps its peak
+    memory in exchange. Called once by the ``cnnlab`` command; a user's own MALLOC_* or GLIBC_TUNABLES
+    setting wins. Returns whether the setting was made."""
+    if not sys.platform.startswith("linux") or any(
+        name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ
+    ):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None: a C library without it
+    return mallopt is not None and mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -10,6 +10,7 @@ import io
 import os
 import sys
 
+from .. import runtime
 from ..errors import CnnlabError
 from ..text import one_line
 from . import (
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
+    runtime.keep_freed_memory()  # before the first tensor: torch's CPU tensors come from malloc
     try:
         result = args.func(args)
         if result is not None:  # None: the verb printed as it went (train's progress)
