@@ -22,6 +22,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # in bf16 (benchmarks/README.md, "auto precision on the CPU").
 CPU_FP32_FAMILIES = frozenset({"efficientnet"})
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+# glibc's MALLOC_<NAME>_ variables for those and the two next to them: a user who set one chose the allocator.
+MALLOC_ENV = ("MMAP_MAX", "TRIM_THRESHOLD", "MMAP_THRESHOLD", "TOP_PAD")
+_freed_memory_kept = False
 
 
 def cpu_has_bf16() -> bool:
@@ -36,15 +39,30 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory of freed tensors for the next ones instead of handing it back
     to the system. By default it maps every block over 32 MB afresh (AlexNet's and VGG's weights, their
     gradients and their bf16 copies) and returns freed memory at the heap's top, so each training step
-    faults those pages in again: benchmarks/README.md, "The allocator". The process keeps its peak
-    memory in exchange. Called once by the ``cnnlab`` command; a user's own MALLOC_* or GLIBC_TUNABLES
-    setting wins. Returns whether the setting was made."""
-    if not sys.platform.startswith("linux") or any(
-        name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ
-    ):
+    faults those pages in again: benchmarks/README.md, "The allocator". In exchange the process keeps
+    what it freed, holes below live blocks included, for its later tensors. Called once by the
+    ``cnnlab`` command before it runs a verb; a user's own setting of either parameter wins. Returns
+    whether the setting was made (``freed_memory_kept`` says so later, and ``machine()`` records it)."""
+    global _freed_memory_kept
+    if not sys.platform.startswith("linux") or _malloc_set_by_user():
         return False
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None: a C library without it
-    return mallopt is not None and mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None: a C library without it (not glibc)
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _freed_memory_kept = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return _freed_memory_kept
+
+
+def freed_memory_kept() -> bool:
+    """Whether ``keep_freed_memory`` made its setting in this process."""
+    return _freed_memory_kept
+
+
+def _malloc_set_by_user() -> bool:
+    """Whether the environment sets malloc's mapping or trimming, which keep_freed_memory would override."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(f"MALLOC_{name}_" in os.environ for name in MALLOC_ENV) or "glibc.malloc." in tunables
 
 
 def resolve_device(name: str = "auto") -> torch.device:

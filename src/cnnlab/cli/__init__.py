@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
-    runtime.keep_freed_memory()  # before the first tensor: torch's CPU tensors come from malloc
     try:
         result = args.func(args)
         if result is not None:  # None: the verb printed as it went (train's progress)
@@ -73,5 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The ``cnnlab`` command: ``main`` in a process of its own, whose malloc it may set up for training
+    (``runtime.keep_freed_memory``); ``main`` called from other code leaves the process's malloc alone."""
+    runtime.keep_freed_memory()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
