@@ -18,7 +18,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cnnlab.data.augment import batches, plan_epoch
 from cnnlab.errors import CnnlabError
 from cnnlab.train import TrainConfig, loop
-from cnnlab.train.config import apply_recipe
 from cnnlab.train.distributed import World, local_batch, teardown
 
 # A small learning rate keeps the run in the regime where rounding differences stay rounding: at
@@ -91,8 +90,11 @@ def test_teardown_frees_a_ddp_wrapper_left_in_a_cycle_before_destroying_the_grou
     assert ddp() is None and not dist.is_initialized()
 
 
-def test_a_failed_training_leaves_its_ddp_wrapper_to_teardown(one_process_group, tmp_path, monkeypatch):
-    """The error's traceback holds the trainer's session; the wrapper in it must not stay reachable."""
+def test_a_training_that_fails_in_its_step_leaves_no_ddp_wrapper_behind(
+    one_process_group, tmp_path, monkeypatch
+):
+    """An error raised inside the step has the wrapper in its traceback's frames (the epoch's ``model``);
+    fit clears them, so that teardown frees the wrapper before it destroys the group."""
     made = []
 
     class Recorded(DDP):
@@ -104,13 +106,12 @@ def test_a_failed_training_leaves_its_ddp_wrapper_to_teardown(one_process_group,
         raise CnnlabError("training diverged")
 
     monkeypatch.setattr(loop, "DDP", Recorded)
-    monkeypatch.setattr(loop, "_epoch", diverge)
-    config = apply_recipe(TrainConfig(model="simple_cnn", epochs=1, out=str(tmp_path / "run")))
+    monkeypatch.setattr(loop, "setup", lambda device: (one_process_group, "cpu"))
+    monkeypatch.setattr("cnnlab.train.epoch.classification_loss", diverge)
     with pytest.raises(CnnlabError, match="diverged") as failure:
-        loop._fit(config, False, True, False, one_process_group, "cpu", None)
+        loop.fit(TrainConfig(model="simple_cnn", epochs=1, out=str(tmp_path / "run")), live=False, quiet=True)
     assert len(made) == 1 and failure.value.__traceback__ is not None
-    teardown(one_process_group)
-    assert made[0]() is None
+    assert made[0]() is None and not dist.is_initialized()
 
 
 @pytest.mark.slow

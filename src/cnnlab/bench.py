@@ -42,6 +42,7 @@ from .runtime import (
     autocast,
     channels_last_default,
     cpu_has_bf16,
+    freed_memory_kept,
     fused_optimizer,
     precision_name,
     resolve_device,
@@ -364,6 +365,7 @@ def bench(
         "peak_gflops_per_s": round(peak, 3),
         "utilization": round(gflops / peak, 6),  # small figures too keep three significant digits
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "malloc_kept": freed_memory_kept(),  # freed memory reused (the cnnlab command) or glibc's default
         "macs": summary["macs"],
         "probe": dict(probe),
         "machine": machine(),

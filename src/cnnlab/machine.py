@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .runtime import cpu_has_bf16, freed_memory_kept
+from .runtime import cpu_has_bf16
 
 
 def _cpu_model() -> str:
@@ -45,7 +45,6 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "os": platform.system(),
-        "malloc_kept": freed_memory_kept(),  # runtime.keep_freed_memory: large models train faster
     }
 
 

@@ -1,4 +1,5 @@
-"""Device and precision, decided once and in one place from the flags and the hardware.
+"""Device and precision, decided once and in one place from the flags and the hardware; and the CPU's
+optimizer step and allocator set up for training.
 
 Models know nothing about either: the trainer moves them and wraps their forward in autocast.
 """
@@ -22,7 +23,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # in bf16 (benchmarks/README.md, "auto precision on the CPU").
 CPU_FP32_FAMILIES = frozenset({"efficientnet"})
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-# glibc's MALLOC_<NAME>_ variables for those and the two next to them: a user who set one chose the allocator.
+# What keep_freed_memory overrides (MMAP_THRESHOLD is moot with no mapping, TOP_PAD with no trimming):
+# a user who set one of them as glibc's MALLOC_<NAME>_ or glibc.malloc.<name> tunable chose otherwise.
 MALLOC_ENV = ("MMAP_MAX", "TRIM_THRESHOLD", "MMAP_THRESHOLD", "TOP_PAD")
 _freed_memory_kept = False
 
@@ -41,8 +43,8 @@ def keep_freed_memory() -> bool:
     gradients and their bf16 copies) and returns freed memory at the heap's top, so each training step
     faults those pages in again: benchmarks/README.md, "The allocator". In exchange the process keeps
     what it freed, holes below live blocks included, for its later tensors. Called once by the
-    ``cnnlab`` command before it runs a verb; a user's own setting of either parameter wins. Returns
-    whether the setting was made (``freed_memory_kept`` says so later, and ``machine()`` records it)."""
+    ``cnnlab`` command before it runs a verb; a user's own setting of any of ``MALLOC_ENV`` wins.
+    Returns whether the setting was made (``freed_memory_kept`` says so later; bench rows record it)."""
     global _freed_memory_kept
     if not sys.platform.startswith("linux") or _malloc_set_by_user():
         return False
@@ -50,7 +52,8 @@ def keep_freed_memory() -> bool:
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _freed_memory_kept = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    made = [mallopt(M_TRIM_THRESHOLD, 2**31 - 1), mallopt(M_MMAP_MAX, 0)]  # each 1 when taken
+    _freed_memory_kept = made == [1, 1]
     return _freed_memory_kept
 
 
@@ -60,9 +63,11 @@ def freed_memory_kept() -> bool:
 
 
 def _malloc_set_by_user() -> bool:
-    """Whether the environment sets malloc's mapping or trimming, which keep_freed_memory would override."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return any(f"MALLOC_{name}_" in os.environ for name in MALLOC_ENV) or "glibc.malloc." in tunables
+    """Whether the environment sets one of ``MALLOC_ENV``, which keep_freed_memory would override."""
+    tunables = {item.split("=")[0] for item in os.environ.get("GLIBC_TUNABLES", "").split(":")}
+    return any(
+        f"MALLOC_{name}_" in os.environ or f"glibc.malloc.{name.lower()}" in tunables for name in MALLOC_ENV
+    )
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -1,4 +1,5 @@
-"""The command line: parse, call the library, print. Nothing else lives here.
+"""The command line: parse, call the library, print. Nothing else lives here but ``run``, the
+``cnnlab`` command itself, which first sets up the process's allocator for training.
 
 A user error (``CnnlabError``) prints one line on stderr and exits with status 2; ``--json`` prints
 exactly one JSON object on stdout. Each verb lives in its own module (see common.py for their shape).

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,11 +115,15 @@ def fit(
     world, device_name = setup(config.device)
     try:
         return _fit(config, live, quiet or not world.main, resuming, world, device_name, observe)
-    except dist.DistBackendError as e:  # a peer died or hung: say so in one line, do not hang
-        raise CnnlabError(
-            f"process {world.rank} of {world.size} lost its peers ({first_line(e)[:200]}); "
-            f"continue with --resume {config.out}"
-        ) from None
+    except BaseException as e:
+        if world.distributed:  # its frames hold the DDP wrapper, and the wrapper the group teardown ends
+            traceback.clear_frames(e.__traceback__)
+        if isinstance(e, dist.DistBackendError):  # a peer died or hung: say so in one line, do not hang
+            raise CnnlabError(
+                f"process {world.rank} of {world.size} lost its peers ({first_line(e)[:200]}); "
+                f"continue with --resume {config.out}"
+            ) from None
+        raise
     finally:
         teardown(world)
 
@@ -185,18 +190,6 @@ def _fit(
     observe: Observer | None,
 ) -> dict[str, Any]:
     s = _set_up(config, resuming, world, device_name)
-    try:
-        return _train(s, live, quiet, resuming, observe)
-    finally:
-        # DDP's wrapper holds the process group; an error's traceback holds this frame and so the
-        # session: left reachable, the group would outlive teardown and abort at the interpreter's exit.
-        s.trained = s.model
-
-
-def _train(
-    s: Session, live: bool | None, quiet: bool, resuming: bool, observe: Observer | None
-) -> dict[str, Any]:
-    config, world = s.config, s.world
     rows = _restore(s) if resuming else []
     if world.distributed:  # gradients are averaged across the processes
         s.trained = DDP(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
