@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from render_analyses import ANALYSES
 from render_experiments import EXPERIMENTS_DIR, render_experiments
-from render_format import Json, count, num, pct, table
+from render_format import Json, count, each_run, num, pct, table
 from render_papers import render_papers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,12 +314,14 @@ def optimizer_rows(data: Json) -> str:
          speedup(r["speedup"])]
         for r in data["steps"]
     ]  # fmt: skip
-    runs = ", ".join
     speeds = [
-        [r["model"], runs(map(num, r["loop_images_per_s"])), runs(map(num, r["fused_images_per_s"])),
-         speedup(r["speedup"])]
+        [
+            r["model"],
+            *(each_run(r[k]) for k in ("loop_images_per_s", "fused_images_per_s")),
+            speedup(r["speedup"]),
+        ]
         for r in data["train"]
-    ]  # fmt: skip
+    ]
     header = ["model", "parameters", "optimizer", "loop ms", "fused ms", "speed-up"]
     train_header = ["model", "loop images/s", "fused images/s", "speed-up (medians)"]
     return "\n\n".join([
@@ -333,16 +335,13 @@ def optimizer_rows(data: Json) -> str:
 def allocator_rows(data: Json) -> str:
     """``allocator.py``: training speed with glibc's malloc as it comes and with the freed memory kept."""
     measured = data["allocator"]
-
-    def runs(row: Json, *keys: str) -> list[str]:
-        return [", ".join(map(num, row[key])) for key in keys]
-
+    steps = ("system_default", "kept_default", "system_naive", "kept_naive")
     bench = [
-        [r["model"], "x".join(map(str, r["input"])),
-         *runs(r, "system_default", "kept_default", "system_naive", "kept_naive")]
+        [r["model"], "x".join(map(str, r["input"])), *(each_run(r[k]) for k in steps)]
         for r in measured["bench"]
-    ]  # fmt: skip
-    train = [[r["model"], *runs(r, "system_images_per_s", "kept_images_per_s")] for r in measured["train"]]
+    ]
+    epochs = ("system_images_per_s", "kept_images_per_s")
+    train = [[r["model"], *(each_run(r[k]) for k in epochs)] for r in measured["train"]]
     batch = measured["bench"][0]["batch_size"]
     header = ["model", "input", "default, system", "default, kept", "`--naive`, system", "`--naive`, kept"]
     return "\n\n".join([

@@ -26,3 +26,8 @@ def num(x: float, digits: int = 1) -> str:
 def count(n: float) -> str:
     """Large integers (parameters, MACs) with thousands separators; the exact value, not a rounding."""
     return f"{int(n):,}"
+
+
+def each_run(values: list[float]) -> str:
+    """The figures of repeated runs, in one cell."""
+    return ", ".join(map(num, values))
