@@ -6,7 +6,7 @@ with status 1 when a page differs from its render. Both import cnnlab, from this
 ``src``. The inputs are every
 ``benchmarks/results/*.json`` (recognized by their shape: ``cnnlab bench --json``, ``deform_conv.py``,
 ``channels_last.py --json``, ``time_to_accuracy.py``, ``zoo.py``, ``inference.py``,
-``data_store.py``, ``optimizer_step.py``, ``allocator.py``) and every
+``data_store.py``, ``optimizer_step.py``, ``allocator.py``, ``prefetch.py``) and every
 ``docs/figures/NAME.json`` an analysis wrote (``render_analyses.py``), and every
 ``docs/experiments/NAME.json`` an experiment wrote (``render_experiments.py``, which imports cnnlab's
 formatter). A file of a shape this module does not know is an error, so a new kind of result gets its
@@ -352,6 +352,18 @@ def allocator_rows(data: Json) -> str:
     ])  # fmt: skip
 
 
+def prefetch_rows(data: Json) -> str:
+    """``prefetch.py``: training speed with the batches prepared by a one-thread worker, by a worker on
+    the process's thread count, and on the training thread."""
+    ways = ("one_images_per_s", "shared_images_per_s", "none_images_per_s")
+    rows = [[r["model"], *(each_run(r[k]) for k in ways)] for r in data["prefetch"]]
+    header = ["model", "worker on one thread", "worker on the process's count", "no worker"]
+    return "\n\n".join([
+        f"`{data['command'].strip()}`. Two epochs of `cnnlab train --model M` a run, images/s, alternating:",
+        table(header, rows),
+    ])  # fmt: skip
+
+
 def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
     """The heading and renderer for a results file, by its shape."""
     if isinstance(data.get("results"), list):
@@ -370,6 +382,8 @@ def result_kind(data: Json) -> tuple[str, Callable[[Json], str]]:
         return "Time to accuracy of the default training", accuracy_rows
     if "allocator" in data:
         return "glibc's malloc as it comes against the freed memory kept", allocator_rows
+    if "prefetch" in data:
+        return "The batches' worker thread: one torch thread against the process's count", prefetch_rows
     if "steps" in data and "train" in data:
         return "The fused optimizer step against torch's loop", optimizer_rows
     raise ValueError(f"no renderer for this kind of result (keys {sorted(data)})")

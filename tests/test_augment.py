@@ -3,6 +3,7 @@
 
 import math
 import random
+import threading
 
 import pytest
 import torch
@@ -151,3 +152,26 @@ def test_prefetched_hands_out_every_item_in_order_and_passes_errors_on():
     with pytest.raises(ValueError, match="producer failed"):
         list(prefetched(failing()))
     assert math.isclose(sum(prefetched([0.5, 0.25])), 0.75)
+
+
+def _in_a_new_thread(work):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_prefetched_runs_torch_on_one_thread_in_its_worker_and_leaves_every_other_count():
+    def counts():  # in the worker: its own count, and that of a thread it starts
+        for _ in range(3):
+            yield torch.get_num_threads(), _in_a_new_thread(torch.get_num_threads)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the default a new thread copies
+    try:
+        # The caller is a fresh thread, whose first torch call is prefetched's.
+        seen = _in_a_new_thread(lambda: (list(prefetched(counts())), torch.get_num_threads()))
+        assert seen == ([(1, 2)] * 3, 2)  # the worker on one; the threads it starts and the caller on 2
+    finally:
+        torch.set_num_threads(before)

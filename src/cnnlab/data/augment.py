@@ -198,10 +198,24 @@ def augmented(images: torch.Tensor, idx: torch.Tensor, plan: EpochPlan | None) -
 
 def prefetched(items: Iterable[T]) -> Iterator[T]:
     """The items, each prepared by a background thread while the one before is used: a batch is
-    gathered (from a memory-mapped store, page by page) and augmented during the previous step."""
+    gathered (from a memory-mapped store, page by page) and augmented during the previous step.
+
+    The thread runs its torch operations on one thread of its own, as the pin-memory thread of torch's
+    DataLoader does: with OpenMP the count is per thread, and a team of the worker's own would keep
+    spinning between batches on the cores the training step needs."""
     iterator = iter(items)
-    with ThreadPoolExecutor(1) as pool:
+    threads = torch.get_num_threads()  # also settles this thread's own count before the worker's change
+    with ThreadPoolExecutor(1, initializer=_one_thread) as pool:
+        # Once the worker has run a task its own count is one for good; the default that threads
+        # started later copy is then put back.
+        pool.submit(int).result()
+        torch.set_num_threads(threads)
         pending = pool.submit(next, iterator, _END)
         while (item := pending.result()) is not _END:
             pending = pool.submit(next, iterator, _END)
             yield item  # type: ignore[misc]
+
+
+def _one_thread() -> None:
+    torch.get_num_threads()  # a thread's first call copies the process's count: have it before the change
+    torch.set_num_threads(1)
