@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import pytest
@@ -19,7 +20,7 @@ from cnnlab.train import TrainConfig
 from cnnlab.train.config import apply_recipe
 from cnnlab.train.epoch import Optimization, train_epoch
 from cnnlab.train.progress import TrainProgress
-from cnnlab.train.schedule import make_optimizer
+from cnnlab.train.schedule import ema_update, make_optimizer
 
 
 def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
@@ -235,6 +236,23 @@ def test_clip_grad_norm_bounds_the_gradients_of_a_step(clip):
                     torch.device("cpu"), None, progress, 1)  # fmt: skip
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert norm <= 1.001e-3 if clip else norm > 1e-2  # the control: unclipped, far larger
+
+
+@pytest.mark.parametrize("warmed", [True, False])
+def test_the_weights_average_warms_its_decay_up_from_the_first_update(warmed):
+    """After the s-th step the decay is min(0.99, (1 + s) / (10 + s)), the first step's weights copied;
+    torch's own average (the control) keeps 0.99 from the start, and so a share of the first weights."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    update = ema_update(0.99) if warmed else torch.optim.swa_utils.get_ema_multi_avg_fn(0.99)
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    expected = 0.0
+    for step in range(1, 31):  # the weights after step s are s
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        ema.update_parameters(model)
+        decay = min(0.99, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * step if step > 1 else 1.0
+    assert math.isclose(ema.module.weight.item(), expected, rel_tol=1e-5) == warmed
 
 
 @pytest.mark.slow

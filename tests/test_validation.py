@@ -161,7 +161,7 @@ def test_early_stopping_ends_the_run_after_patience_epochs_without_progress(tiny
     "settings",
     [
         # The best epoch is not the last (checked), with the moving average kept and mixing on.
-        {"keep": "best", "patience": 3, "lr": 0.4, "ema_decay": 0.9, "mixup": 0.4, "cutmix": 1.0},
+        {"keep": "best", "patience": 3, "lr": 0.2, "ema_decay": 0.9, "mixup": 0.4, "cutmix": 1.0},
         # Nothing improves after epoch 1, whose weights come back from the checkpoint: the run stops
         # after epoch 2, the one trained after resuming.
         {"keep": "best", "patience": 1, "lr": 1e-9},

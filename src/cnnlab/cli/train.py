@@ -186,7 +186,8 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ema-decay",
         type=float,
-        help=f"evaluate and save a moving average of the weights with this decay, e.g. 0.999 ({recipe})",
+        help="evaluate and save a moving average of the weights with this decay, e.g. 0.999, warmed up "
+        f"over the first updates ({recipe})",
     )
     p.add_argument(
         "--aux-weight", type=float, help=f"each auxiliary classifier's share of the loss ({recipe})"

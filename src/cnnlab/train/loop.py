@@ -38,7 +38,7 @@ from .distributed import World, convert_sync_batchnorm, from_rank_0, local_batch
 from .epoch import Optimization, index_epoch, train_epoch
 from .logger import StepLog, check_available
 from .progress import TrainProgress
-from .schedule import load_scheduler_state, make_optimizer, restore_rates
+from .schedule import ema_update, load_scheduler_state, make_optimizer, restore_rates
 from .selection import Selection
 
 # Called with the model and the epoch just trained (0: before training); see ``fit``.
@@ -326,7 +326,7 @@ def _optimization(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = None
     if config.ema_decay is not None:  # BatchNorm's running statistics are averaged too
-        averaging = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+        averaging = ema_update(config.ema_decay)
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=averaging, use_buffers=True)
     aux_weight = AUX_WEIGHT if config.aux_weight is None else config.aux_weight
     return Optimization(optimizer, scheduler, scaler, config.lr, config.clip_grad_norm, ema, aux_weight)  # type: ignore[arg-type]

@@ -10,17 +10,19 @@ its learning rate, built from torch.optim.lr_scheduler's classes and stepped onc
 * ``exponential``: ``StepLR``, times ``gamma`` every ``decay_every`` epochs after the warm-up (the
   staircase of GoogLeNet's 4% every 8 epochs and EfficientNet's 3% every 2.4);
 * ``onecycle``: ``OneCycleLR`` (its own warm-up, 30% of the run; the recipe's momentum is kept).
+
+The moving average of the weights (``--ema-decay``) warms its decay up too (``ema_update``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.optim import lr_scheduler
+from torch.optim import lr_scheduler, swa_utils
 
 from ..errors import CnnlabError
 from ..models.recipe import BATCH, OPTIMIZERS
@@ -122,6 +124,20 @@ def _main_schedule(
         raise CnnlabError("--schedule exponential needs --decay-every (epochs between decays)")
     step_size = max(1, round(settings.decay_every * steps_per_epoch))
     return lr_scheduler.StepLR(optimizer, step_size, gamma=settings.gamma)
+
+
+def ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """``AveragedModel``'s ``multi_avg_fn``: torch's exponential moving average, its decay warmed up as
+    TensorFlow's ``ExponentialMovingAverage(num_updates=global_step)`` warms it (the EfficientNet
+    reference's average): ``min(decay, (1 + s) / (10 + s))`` after the s-th optimizer step. The first
+    step's weights are copied, where TensorFlow blends them with the initial ones. A short run thus
+    forgets its first weights instead of keeping a share ``decay ** steps`` of them."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        step = int(updates) + 1  # torch counts the averages so far, the first step's copy included
+        swa_utils.get_ema_multi_avg_fn(min(decay, (1 + step) / (10 + step)))(averaged, current, updates)
+
+    return update
 
 
 def load_scheduler_state(scheduler: lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
