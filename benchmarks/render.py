@@ -94,15 +94,23 @@ def _ceiling(row: Json) -> str:
 
 
 def bench_rows(data: Json) -> str:
-    """``cnnlab bench --json``: one row per configuration."""
+    """``cnnlab bench --json``: one row per configuration, with the memory it moves where every row
+    recorded it (``cnnlab.traffic``)."""
     rows = []
+    memory = all("bandwidth_utilization" in r for r in data["results"])
     for r in data["results"]:
         speedup = f"{r['speedup']:.2f}x" if "speedup" in r else ""
         setup = [r["model"], r["mode"], r["batch_size"], "x".join(map(str, r["input"])), _config(r)]
         speed = [num(r["images_per_s"]), num(r["gflops_per_s"]), _ceiling(r), pct(r["utilization"])]
         rows.append([*setup, *speed, speedup])
+        if memory:
+            moved = [num(r["bytes_per_image"] / 1e6, 2), num(r["gb_per_s"], 2), num(r["copy_gb_per_s"], 2)]
+            rows[-1] += [*moved, pct(r["bandwidth_utilization"])]
     header = ["model", "mode", "batch", "input", "precision, layout", "images/s", "GFLOP/s"]
-    return table([*header, "ceiling GFLOP/s", "utilization", "speed-up over naive"], rows)
+    header += ["ceiling GFLOP/s", "utilization", "speed-up over naive"]
+    if memory:
+        header += ["MB moved per image", "GB/s", "copy GB/s", "of copy bandwidth"]
+    return table(header, rows)
 
 
 def deform_rows(data: Json) -> str:

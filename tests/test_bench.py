@@ -6,6 +6,7 @@ Everything runs ResNet-20 on 3x32x32 batches of 4 for a step or two, with no min
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -15,7 +16,9 @@ from cnnlab.analysis.summary import summarize
 from cnnlab.bench import bench, peak_probe, sweep, sweep_configs
 from cnnlab.cli import main as cnnlab_main
 from cnnlab.machine import machine
+from cnnlab.models import create_model
 from cnnlab.runtime import channels_last_default, cpu_has_bf16
+from cnnlab.traffic import bytes_moved
 
 FAST = {"batch_size": 4, "input_size": (3, 32, 32), "steps": 2, "warmup": 1, "min_seconds": 0.0}
 FAST_ARGS = ["--batch-size", "4", "--input", "3x32x32", "--steps", "2", "--warmup", "1", "--min-seconds", "0"]
@@ -46,7 +49,27 @@ def test_every_contract_key_with_consistent_arithmetic():
     assert r["utilization"] > 0 and r["peak_gflops_per_s"] > 1 and r["peak_rss_mb"] > 50
     assert r["probe"].keys() >= PROBE and r["probe"]["gflops_per_s"] == r["peak_gflops_per_s"]
     assert r["probe"]["dtype"] == r["precision"] and r["machine"] == machine()
+    # The memory it moves: every weight is read at least by the forward, the backward and the step.
+    params = sum(p.numel() for p in create_model("resnet20", num_classes=1000, in_chans=3).parameters())
+    assert r["bytes_per_image"] * r["batch_size"] > 3 * 4 * params
+    assert r["gb_per_s"] == pytest.approx(r["bytes_per_image"] * r["images_per_s"] / 1e9, rel=1e-2)
+    assert r["bandwidth_utilization"] == pytest.approx(r["gb_per_s"] / r["copy_gb_per_s"], rel=1e-2)
     json.dumps(r)  # plain JSON values only
+
+
+def test_a_steps_traffic_is_what_each_operation_reads_and_writes_and_a_view_moves_nothing():
+    x, y, z = torch.ones(100), torch.ones(100), torch.empty(100)
+    assert bytes_moved(lambda: x + y) == 3 * 400  # two tensors read, one written
+    assert bytes_moved(lambda: x.add_(y)) == 3 * 400  # x read and written, once each
+    assert bytes_moved(lambda: torch.add(x, y, out=z)) == 3 * 400  # z written only
+    assert bytes_moved(lambda: x.view(10, 10).t()) == 0
+    assert bytes_moved(lambda: x.view(10, 10).t().contiguous()) == 2 * 400  # the copy alone
+    # torch's fused SGD returns nothing; its schema marks the weights, gradients and momenta written.
+    weight = torch.nn.Parameter(torch.ones(1000))
+    weight.grad = torch.ones(1000)
+    sgd = torch.optim.SGD([weight], lr=0.1, momentum=0.9, fused=True)
+    sgd.step()
+    assert bytes_moved(sgd.step) == 2 * 3 * 4000
 
 
 @pytest.mark.slow
@@ -188,7 +211,8 @@ def test_several_models_give_one_table_row_each(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "naive" in line]
     assert len(rows) == 2 and "resnet20" in rows[0] and "plain20" in rows[1]
-    assert "images/s" in out and "util" in out
+    assert "images/s" in out and "util" in out and "(of copy)" in out
+    assert all(re.search(r"[\d.]+ \([\d.]+%\)", row) for row in rows)  # each row's memory rate
 
 
 def test_a_bad_model_name_fails_in_one_line_naming_the_closest(capsys):

@@ -12,7 +12,8 @@ each, times three for a training step (the backward pass costs about twice the f
 ``peak_probe``'s: the best of several large square products in the arithmetic the model's kernels
 get, on all of torch's threads, so ``utilization`` says how much of what this machine can do in dense
 algebra the model actually gets. Each result says what the probe measured (``probe``) and on what
-(``machine``).
+(``machine``). A step of torch's own operations is also judged by the memory it moves, against the
+copy bandwidth (``cnnlab.traffic``): the ceiling of depthwise and element-wise layers.
 
 ``sweep("resnet18")`` runs the grid that shows where the speed comes from: the naive baseline (eager,
 fp32, NCHW, no fusion), then each precision in each memory layout, and compiled rows on request.
@@ -47,7 +48,9 @@ from .runtime import (
     precision_name,
     resolve_device,
     resolve_precision,
+    synchronize,
 )
+from .traffic import traffic
 
 MODES = ("train", "infer")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -78,23 +81,17 @@ def prepare_for_inference(model: nn.Module, naive: bool, channels_last: bool) ->
     return model if naive else fuse_for_inference(model, channels_last=channels_last)
 
 
-def _sync(device: torch.device) -> None:
-    # CUDA kernels run asynchronously: without this the clock would stop when the launches are queued.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_steps(step: Step, device: torch.device, steps: int, warmup: int, min_seconds: float) -> list[float]:
     """Seconds of each timed call of ``step``, after ``warmup`` untimed ones: at least ``steps`` of
     them, and more until ``min_seconds`` have been timed."""
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     times: list[float] = []
     while len(times) < steps or sum(times) < min_seconds:
         start = time.perf_counter()
         step()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -149,12 +146,12 @@ def _best_seconds(step: Step, device: torch.device, repetitions: int) -> float:
     """The fastest of ``repetitions`` timed calls after one untimed one (which pays for the first touch
     of the memory and the library's choice of kernel): a busy machine only ever slows a call down."""
     step()
-    _sync(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(repetitions):
         start = time.perf_counter()
         step()
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -372,6 +369,8 @@ def bench(
     }
     if compile_error is not None:
         result["compile_error"] = compile_error
+    if backend == "torch" and not result["compile"]:  # a compiled step's kernels are not torch's operations
+        result |= traffic(step, dev, batch_size, seconds)
     return result
 
 

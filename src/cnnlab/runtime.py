@@ -108,6 +108,13 @@ def fused_optimizer(device: torch.device) -> bool | None:
     return True if device.type == "cpu" else None
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: CUDA kernels run asynchronously, and a clock stopped without
+    this would time their launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 

@@ -70,6 +70,8 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table()
     columns = ["model", "input", "config", "images/s", "ms/batch", "GFLOP/s", "peak GFLOP/s", "util"]
     columns += ["speed-up"] if args.sweep else []
+    memory = any("gb_per_s" in row for row in rows)  # rows stepped by torch's own operations
+    columns += ["GB/s (of copy)"] if memory else []
     columns += ["peak RSS MB"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("model", "input", "config") else "right")
@@ -85,6 +87,12 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
             f"{100 * row['utilization']:.1f}%",
         ]
         cells += [f"{row['speedup']:.2f}x"] if args.sweep else []
+        if memory:
+            cells += [
+                f"{row['gb_per_s']:,.1f} ({100 * row['bandwidth_utilization']:.1f}%)"
+                if "gb_per_s" in row
+                else ""
+            ]
         cells += [f"{row['peak_rss_mb']:,.0f}"]
         table.add_row(*cells)
     console.print(table)
