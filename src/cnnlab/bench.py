@@ -12,8 +12,9 @@ each, times three for a training step (the backward pass costs about twice the f
 ``peak_probe``'s: the best of several large square products in the arithmetic the model's kernels
 get, on all of torch's threads, so ``utilization`` says how much of what this machine can do in dense
 algebra the model actually gets. Each result says what the probe measured (``probe``) and on what
-(``machine``). A step of torch's own operations is also judged by the memory it moves, against the
-copy bandwidth (``cnnlab.traffic``): the ceiling of depthwise and element-wise layers.
+(``machine``). A step of torch's own operations is also judged by the memory it moves
+(``cnnlab.traffic``) against ``copy_probe``'s bandwidth: the ceiling of depthwise and element-wise
+layers.
 
 ``sweep("resnet18")`` runs the grid that shows where the speed comes from: the naive baseline (eager,
 fp32, NCHW, no fusion), then each precision in each memory layout, and compiled rows on request.
@@ -50,7 +51,7 @@ from .runtime import (
     resolve_precision,
     synchronize,
 )
-from .traffic import traffic
+from .traffic import bytes_moved
 
 MODES = ("train", "infer")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -67,6 +68,7 @@ PROBE_SIZES = {"cpu": (512, 1024, 2048, 4096, 8192), "cuda": (4096, 8192, 16384)
 PROBE_LONG_ENOUGH = 0.05
 PROBE_REPETITIONS = 5
 PROBE_OPS = ("matmul", "conv3x3")
+COPY_MB = 64  # copy_probe's tensor: larger than the caches of the CPUs this runs on
 # Random labels never converge; a small rate keeps the weights finite. It does not change the cost.
 LR = 0.01
 MOMENTUM = 0.9
@@ -99,6 +101,7 @@ def time_steps(step: Step, device: torch.device, steps: int, warmup: int, min_se
 # The probe depends only on the hardware, the precision and the threads: measured once per process, so
 # the rows of a sweep share one denominator and do not pay for it again.
 _probes: dict[tuple[str, str, int], dict[str, Any]] = {}
+_copies: dict[tuple[str, int], float] = {}  # copy_probe's, per device and thread count
 
 
 def _probe_math(device: torch.device, dtype: torch.dtype | None) -> str:
@@ -216,6 +219,30 @@ def peak_probe(
         "tried": tried,
     }
     return _probes[key]
+
+
+def copy_probe(device: torch.device, repetitions: int = PROBE_REPETITIONS) -> float:
+    """The machine's memory ceiling: bytes per second a copy of ``COPY_MB`` reads and writes, the best
+    of ``repetitions`` after a warm-up, once per process, device and thread count."""
+    key = (str(device), torch.get_num_threads())
+    if key not in _copies:
+        source = torch.ones(COPY_MB * 2**20 // 4, device=device)
+        target = torch.empty_like(source)
+        _copies[key] = 2 * source.nbytes / _best_seconds(lambda: target.copy_(source), device, repetitions)
+    return _copies[key]
+
+
+def _traffic(step: Step, device: torch.device, batch_size: int, seconds: float) -> dict[str, Any]:
+    """The bytes a step timed at ``seconds`` moves per image, its rate, the copy probe's, and the first
+    rate over the second."""
+    moved = bytes_moved(step)
+    rate, ceiling = moved / seconds, copy_probe(device)
+    return {
+        "bytes_per_image": moved // batch_size,
+        "gb_per_s": round(rate / 1e9, 3),
+        "copy_gb_per_s": round(ceiling / 1e9, 3),
+        "bandwidth_utilization": round(rate / ceiling, 6),
+    }
 
 
 def _one_line(e: BaseException) -> str:
@@ -370,7 +397,7 @@ def bench(
     if compile_error is not None:
         result["compile_error"] = compile_error
     if backend == "torch" and not result["compile"]:  # a compiled step's kernels are not torch's operations
-        result |= traffic(step, dev, batch_size, seconds)
+        result |= _traffic(step, dev, batch_size, seconds)
     return result
 
 

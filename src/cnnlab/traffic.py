@@ -1,6 +1,6 @@
-"""The memory a step moves, against the machine's copy bandwidth: the ceiling of layers that do little
-arithmetic per byte (EfficientNet's depthwise convolutions, BatchNorm, activations), beside the
-arithmetic peak of ``bench.peak_probe``.
+"""The memory a step moves: what ``cnnlab bench`` sets against the machine's copy bandwidth
+(``bench.copy_probe``), the ceiling of layers that do little arithmetic per byte (EfficientNet's
+depthwise convolutions, BatchNorm, activations), beside the arithmetic peak of ``bench.peak_probe``.
 
 A step's traffic is counted as its operations are dispatched, below autograd and autocast: each reads
 every tensor it is given, except an ``out=`` one, and writes those its schema marks written and the new
@@ -12,19 +12,12 @@ arithmetic is one.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-
-from .runtime import synchronize
-
-COPY_MB = 64  # the probe's tensor: larger than the caches of the CPUs this runs on
-COPY_REPETITIONS = 5
-_bandwidth: dict[tuple[str, int], float] = {}  # per device and thread count: one probe per process
 
 
 class _Counter(TorchDispatchMode):
@@ -67,35 +60,3 @@ def bytes_moved(step: Callable[[], Any]) -> int:
     with _Counter() as counter:
         step()
     return counter.bytes
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    """Bytes per second a large copy reads and writes on ``device``: the best of a few repetitions."""
-    key = (str(device), torch.get_num_threads())
-    if key not in _bandwidth:
-        source = torch.ones(COPY_MB * 2**20 // 4, device=device)
-        target = torch.empty_like(source)
-        _bandwidth[key] = 2 * source.nbytes / min(_timed(lambda: target.copy_(source), device))
-    return _bandwidth[key]
-
-
-def _timed(work: Callable[[], Any], device: torch.device) -> Iterable[float]:
-    for _ in range(COPY_REPETITIONS):
-        synchronize(device)
-        start = time.perf_counter()
-        work()
-        synchronize(device)
-        yield time.perf_counter() - start
-
-
-def traffic(step: Callable[[], Any], device: torch.device, batch_size: int, seconds: float) -> dict[str, Any]:
-    """``cnnlab bench``'s memory figures for a step timed at ``seconds``: the bytes it moves per image,
-    the rate at which it moves them, the copy bandwidth, and the first over the second."""
-    moved = bytes_moved(step)
-    rate, ceiling = moved / seconds, copy_bandwidth(device)
-    return {
-        "bytes_per_image": moved // batch_size,
-        "gb_per_s": round(rate / 1e9, 3),
-        "copy_gb_per_s": round(ceiling / 1e9, 3),
-        "bandwidth_utilization": round(rate / ceiling, 6),
-    }
